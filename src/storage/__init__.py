@@ -1,0 +1,1 @@
+"""storage-node: an OpenIO RAWX-compatible chunk service and friends."""

@@ -1,0 +1,1 @@
+"""Pure-Python twins of the _fastpath extensions: the executable spec."""
