@@ -7,6 +7,7 @@ editing this file.
 Environment switches:
   STORAGE_NODE_DEBUG=1   build with -O0 -g and Cython's line tracing off/asserts on
   STORAGE_NODE_CFLAGS    extra compiler flags (appended)
+  STORAGE_NODE_ONLY=a,b  build only these modules (while developing one of them)
 """
 import glob
 import os
@@ -20,9 +21,14 @@ cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
 cflags += ["-Wno-unused-function", "-Wno-deprecated-declarations"]
 cflags += os.environ.get("STORAGE_NODE_CFLAGS", "").split()
 
+ONLY = set(filter(None, os.environ.get("STORAGE_NODE_ONLY", "").split(",")))
+
 extensions = []
 for pyx in sorted(glob.glob("src/_fastpath/*.pyx")):
-    name = "_fastpath." + os.path.splitext(os.path.basename(pyx))[0]
+    stem = os.path.splitext(os.path.basename(pyx))[0]
+    if ONLY and stem not in ONLY:
+        continue
+    name = "_fastpath." + stem
     extensions.append(
         Extension(
             name,

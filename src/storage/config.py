@@ -1,0 +1,254 @@
+"""The node's configuration: the oio-rawx file format, parsed once into a frozen object.
+
+Format (spec rawx.md section 9): one ``name value`` per line; only the second
+whitespace-separated field is read, unless it starts with a double quote, in which case
+the quoted value is taken whole; ``#`` lines and unknown names are ignored (deployments
+share files with other tools). Deprecated ``grid_*`` aliases are accepted with a warning.
+"""
+import dataclasses
+import logging
+import os
+import shlex
+
+log = logging.getLogger(__name__)
+
+TRUE_WORDS = {"on", "yes", "true", "enable", "enabled", "1"}
+FALSE_WORDS = {"off", "no", "false", "disable", "disabled", "0"}
+
+DEPRECATED_ALIASES = {
+    "grid_docroot": "docroot",
+    "grid_namespace": "namespace",
+    "grid_hash_width": "hash_width",
+    "grid_hash_depth": "hash_depth",
+    "grid_fsync": "fsync",
+    "grid_fsync_dir": "fsync_dir",
+    "grid_compression": "compression",
+    "grid_fallocate": "fallocate",
+    "grid_service_id": "service_id",
+    "grid_checksum": "checksum",
+    "grid_buffer_size": "buffer_size",
+}
+ALIASES = {"Listen": "listen"}
+
+
+class ConfigError(ValueError):
+    """A missing directive or a bad value; str() names the directive."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    listen_host: str
+    listen_port: int
+    namespace: str
+    docroot: str
+    service_id: str = ""
+    hash_width: int = 3
+    hash_depth: int = 1
+    fsync: bool = False
+    fsync_dir: bool = False
+    fallocate: bool = False
+    checksum: str = "always"
+    buffer_size: int = 256 * 1024  # bytes (the file gives KiB)
+    shallow_copy: bool = False
+    http_keepalive: bool = True
+    events: bool = False
+    event_agent: str = ""
+    compression: str = "off"
+    timeout_read_header: float = 60.0
+    timeout_read_request: float = 900.0
+    timeout_write_reply: float = 900.0
+    timeout_idle: float = 3600.0
+    headers_buffer_size: int = 65536
+    log_level: str = "INFO"
+    # Ours, not in oio-rawx: worker processes, access log destination, shutdown grace.
+    workers: int = 0  # 0 = one per core
+    access_log: str = "-"  # "-" = stderr, "off", or a file path
+    shutdown_timeout: float = 10.0
+    probe_interval: float = 5.0
+
+    @property
+    def listen(self):
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+    @property
+    def volume_id(self):
+        """The id a volume is locked to: service_id, else the listen address."""
+        return self.service_id or self.listen
+
+    @property
+    def worker_count(self):
+        return self.workers or (os.cpu_count() or 1)
+
+
+def _bool(name, value):
+    word = value.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name}: expected a boolean (on/off), got {value!r}")
+
+
+def _int(name, value, low=None, high=None):
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ConfigError(f"{name}: {number} out of range [{low}, {high}]")
+    return number
+
+
+def _seconds(name, value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"{name}: must be > 0, got {value!r}")
+    return number
+
+
+def _choice(name, value, choices):
+    if value.lower() not in choices:
+        raise ConfigError(f"{name}: expected one of {'|'.join(choices)}, got {value!r}")
+    return value.lower()
+
+
+def parse_listen(value, name="listen"):
+    """'host:port', '[v6]:port' or a bare port -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "0.0.0.0", value
+    host = host.strip("[]") or "0.0.0.0"
+    return host, _int(name, port, 0, 65535)
+
+
+# name -> (dataclass field, converter(name, raw) -> value)
+_DIRECTIVES = {
+    "namespace": ("namespace", lambda n, v: v),
+    "docroot": ("docroot", lambda n, v: v),
+    "service_id": ("service_id", lambda n, v: v),
+    "hash_width": ("hash_width", lambda n, v: _int(n, v, 0, 16)),
+    "hash_depth": ("hash_depth", lambda n, v: _int(n, v, 0, 8)),
+    "fsync": ("fsync", _bool),
+    "fsync_dir": ("fsync_dir", _bool),
+    "fallocate": ("fallocate", _bool),
+    "checksum": ("checksum", lambda n, v: _choice(n, v, ("always", "smart", "off"))),
+    "buffer_size": ("buffer_size", lambda n, v: _int(n, v, 4, 65536) * 1024),
+    "shallow_copy": ("shallow_copy", _bool),
+    "http_keepalive": ("http_keepalive", _bool),
+    "events": ("events", _bool),
+    "event_agent": ("event_agent", lambda n, v: v),
+    "compression": ("compression", lambda n, v: _choice(n, v, ("off", "zlib"))),
+    "timeout_read_header": ("timeout_read_header", _seconds),
+    "timeout_read_request": ("timeout_read_request", _seconds),
+    "timeout_write_reply": ("timeout_write_reply", _seconds),
+    "timeout_idle": ("timeout_idle", _seconds),
+    "headers_buffer_size": ("headers_buffer_size", lambda n, v: _int(n, v, 1024, 1 << 24)),
+    "log_level": ("log_level", lambda n, v: _log_level(n, v)),
+    "workers": ("workers", lambda n, v: _int(n, v, 0, 1024)),
+    "access_log": ("access_log", lambda n, v: v),
+    "shutdown_timeout": ("shutdown_timeout", _seconds),
+    "probe_interval": ("probe_interval", _seconds),
+}
+
+
+def _log_level(name, value):
+    level = value.upper()
+    aliases = {"ERR": "ERROR", "WARN": "WARNING", "NOTICE": "INFO", "CRIT": "CRITICAL"}
+    level = aliases.get(level, level)
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{name}: unknown log level {value!r}")
+    return level
+
+
+def _split_line(line):
+    """-> (name, value) or None for blank/comment lines. Only field 2 is read."""
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    parts = stripped.split(None, 1)
+    if len(parts) < 2:
+        return parts[0], ""
+    name, rest = parts
+    if rest.startswith('"'):
+        try:
+            value = shlex.split(rest)[0]
+        except ValueError:
+            raise ConfigError(f"{name}: unterminated quoted value") from None
+        return name, value
+    return name, rest.split()[0]
+
+
+def parse_text(text, source="<config>"):
+    """Parse oio-rawx configuration text into a Config. Raises ConfigError."""
+    values = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        pair = _split_line(line)
+        if pair is None:
+            continue
+        name, raw = pair
+        name = ALIASES.get(name, name)
+        if name in DEPRECATED_ALIASES:
+            log.warning("%s:%d: %s is deprecated, use %s", source, lineno, name,
+                        DEPRECATED_ALIASES[name])
+            name = DEPRECATED_ALIASES[name]
+        if name == "listen":
+            if not raw:
+                raise ConfigError("listen: empty value")
+            values["listen_host"], values["listen_port"] = parse_listen(raw)
+            continue
+        if name not in _DIRECTIVES:
+            log.debug("%s:%d: ignoring unknown directive %s", source, lineno, name)
+            continue
+        field, convert = _DIRECTIVES[name]
+        if not raw:
+            raise ConfigError(f"{name}: empty value")
+        values[field] = convert(name, raw)
+    return build(values)
+
+
+def build(values):
+    """Check required directives and cross-field rules, return the frozen Config."""
+    for field, directive in (("listen_host", "listen"), ("namespace", "namespace"),
+                             ("docroot", "docroot")):
+        if not values.get(field):
+            raise ConfigError(f"{directive}: missing required directive")
+    if not os.path.isabs(values["docroot"]):
+        raise ConfigError(f"docroot: must be an absolute path, got {values['docroot']!r}")
+    if values.get("events") and not values.get("event_agent", "").startswith("beanstalk://"):
+        raise ConfigError("event_agent: events on needs event_agent beanstalk://host:port")
+    access = values.get("access_log", "-")
+    if access not in ("-", "off") and not os.path.isabs(access):
+        raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")
+    return Config(**values)
+
+
+def load_file(path):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8") from None
+    return parse_text(text, source=path)
+
+
+EMBEDDED_DEFAULT = """\
+# storage-node embedded default: a single local volume, events off.
+listen 127.0.0.1:6009
+namespace OPENIO
+docroot {docroot}
+hash_width 3
+hash_depth 1
+fsync off
+"""
+
+
+def embedded_default(cwd=None):
+    """The configuration used without -f: 127.0.0.1:6009, OPENIO, ./data/rawx."""
+    docroot = os.path.abspath(os.path.join(cwd or os.getcwd(), "data", "rawx"))
+    return parse_text(EMBEDDED_DEFAULT.format(docroot=docroot), source="<embedded>")

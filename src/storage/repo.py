@@ -1,0 +1,265 @@
+"""The chunk repository: the one seam between request handlers and the filesystem.
+
+Layout (spec rawx.md section 3): ``docroot/`` + ``hash_depth`` levels of ``hash_width``
+characters of the upper-case chunk id + ``/ID``. A chunk being written is
+``<final>.pending``; it becomes visible only by an atomic no-replace rename after its
+data and xattrs are written.
+
+Stale ``.pending`` files: the reference leaves them behind when it dies mid-upload, and
+every later PUT of that id gets 409 forever. Here the writer holds an exclusive
+``flock`` on its pending inode for its whole life, and the inode only gets the
+``.pending`` name once locked (it is created unnamed with O_TMPFILE, locked, then linked
+in). A writer that finds a ``.pending`` name whose inode nobody has locked knows its
+owner is dead, and reaps it. Locks vanish with their process, so this holds across
+SIGKILL, restarts and several worker processes.
+"""
+import errno
+import fcntl
+import logging
+import os
+import stat
+
+from storage.errors import ChunkExists, ChunkNotFound, NoSpace, PermissionDenied, StorageError
+from storage.fast import load
+
+streamio = load("streamio")
+log = logging.getLogger(__name__)
+
+PENDING_SUFFIX = ".pending"
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def map_os_error(exc, what):
+    """Turn an OSError from the filesystem into the storage exception tree."""
+    if exc.errno in _SPACE_ERRNOS:
+        return NoSpace(f"{what}: {os.strerror(exc.errno)}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(f"{what}: {os.strerror(exc.errno)}")
+    if exc.errno == errno.ENOENT:
+        return ChunkNotFound(what)
+    return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+class FsChunkRepo:
+    """Chunks as files with extended attributes under one docroot."""
+
+    def __init__(self, docroot, hash_width=3, hash_depth=1, fsync=False, fsync_dir=False,
+                 fallocate=False):
+        self.docroot = docroot.rstrip("/") or "/"
+        self.hash_width = hash_width
+        self.hash_depth = hash_depth
+        self.fsync = fsync
+        self.fsync_dir = fsync_dir
+        self.fallocate = fallocate
+
+    def chunk_dir(self, chunk_id):
+        """Directory holding ``chunk_id`` (already upper-case)."""
+        parts = [self.docroot]
+        width = self.hash_width
+        for level in range(self.hash_depth):
+            parts.append(chunk_id[level * width:(level + 1) * width])
+        return "/".join(parts)
+
+    def chunk_path(self, chunk_id):
+        return f"{self.chunk_dir(chunk_id)}/{chunk_id}"
+
+    def writer(self, chunk_id, size_hint=None):
+        """Start writing a new chunk. Raises ChunkExists (409) if it exists or is being
+        written by a live writer."""
+        return ChunkWriter(self, chunk_id, size_hint)
+
+    def reader(self, chunk_id):
+        """Open a chunk for reading. Raises ChunkNotFound."""
+        return ChunkReader(self.chunk_path(chunk_id))
+
+    def delete(self, chunk_id):
+        path = self.chunk_path(chunk_id)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise map_os_error(exc, chunk_id) from None
+
+
+def _reap_stale_pending(pending):
+    """Remove ``pending`` if no live writer holds it. True if the name is now free."""
+    try:
+        fd = os.open(pending, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it: a genuine concurrent PUT
+        # We hold the dead writer's inode: make sure the name still points at it
+        # (only a lock holder may unlink a pending name, so it cannot change under us).
+        held = os.fstat(fd)
+        try:
+            named = os.stat(pending, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            return False
+        os.unlink(pending)
+        log.warning("reaped stale pending file %s (its writer died)", pending)
+        return True
+    finally:
+        os.close(fd)
+
+
+class ChunkWriter:
+    """A chunk being written: ``fd`` and ``hasher`` are used by the streaming fast path;
+    ``write`` is the plain path. ``commit`` makes the chunk visible; ``abort`` leaves
+    nothing of it on disk."""
+
+    def __init__(self, repo, chunk_id, size_hint=None):
+        self.repo = repo
+        self.chunk_id = chunk_id
+        self.path = repo.chunk_path(chunk_id)
+        self.pending = self.path + PENDING_SUFFIX
+        self.fd = -1
+        self.size = 0
+        self._named = False
+        if os.path.lexists(self.path):
+            raise ChunkExists(chunk_id)
+        directory = os.path.dirname(self.path)
+        try:
+            self.fd = self._create(directory)
+        except FileNotFoundError:
+            try:
+                os.makedirs(directory, mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise map_os_error(exc, f"mkdir {directory}") from None
+            self.fd = self._create(directory)
+        if repo.fallocate and size_hint:
+            try:
+                os.posix_fallocate(self.fd, 0, size_hint)
+            except OSError as exc:
+                self.abort()
+                raise map_os_error(exc, "fallocate") from None
+
+    def _create(self, directory):
+        try:
+            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise map_os_error(exc, f"create in {directory}") from None
+            return self._create_named()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for attempt in (0, 1):
+                try:
+                    os.link(f"/proc/self/fd/{fd}", self.pending)
+                    break
+                except FileExistsError:
+                    if attempt or not _reap_stale_pending(self.pending):
+                        raise ChunkExists(self.chunk_id) from None
+        except ChunkExists:
+            os.close(fd)
+            raise
+        except OSError as exc:
+            os.close(fd)
+            raise map_os_error(exc, f"link {self.pending}") from None
+        self._named = True
+        return fd
+
+    def _create_named(self):
+        """Fallback for filesystems without O_TMPFILE: O_EXCL create, then lock."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        for attempt in (0, 1):
+            try:
+                fd = os.open(self.pending, flags, 0o644)
+                break
+            except FileExistsError:
+                if attempt or not _reap_stale_pending(self.pending):
+                    raise ChunkExists(self.chunk_id) from None
+            except OSError as exc:
+                raise map_os_error(exc, f"create {self.pending}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._named = True
+        return fd
+
+    def write(self, data, hasher=None):
+        """Hash (when given a hasher) and append ``data``."""
+        try:
+            streamio.write_all(self.fd, data, hasher)
+        except OSError as exc:
+            raise map_os_error(exc, "write") from None
+        self.size += len(data)
+
+    def set_attrs(self, attrs):
+        """Write xattrs ({name: bytes}) on the pending file."""
+        try:
+            streamio.write_xattrs(self.fd, attrs)
+        except OSError as exc:
+            raise map_os_error(exc, "setxattr") from None
+
+    def commit(self):
+        """fdatasync (if configured), rename into place without replacing, fsync the dir."""
+        try:
+            if self.repo.fsync:
+                os.fdatasync(self.fd)
+            streamio.rename_noreplace(self.pending, self.path)
+        except FileExistsError:
+            self.abort()
+            raise ChunkExists(self.chunk_id) from None
+        except OSError as exc:
+            self.abort()
+            raise map_os_error(exc, "commit") from None
+        self._named = False
+        os.close(self.fd)
+        self.fd = -1
+        if self.repo.fsync_dir:
+            dfd = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def abort(self):
+        """Remove everything of the chunk; safe to call twice."""
+        if self._named:
+            self._named = False
+            try:
+                os.unlink(self.pending)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("cannot remove %s: %s", self.pending, exc)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ChunkReader:
+    """An open chunk: ``fd``, ``size``, ``mtime`` and its xattrs in ``attrs``."""
+
+    __slots__ = ("path", "fd", "size", "mtime", "attrs")
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except IsADirectoryError:
+            raise ChunkNotFound(path) from None
+        except OSError as exc:
+            raise map_os_error(exc, path) from None
+        try:
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(errno.ENOENT, "not a regular file")
+            self.size = st.st_size
+            self.mtime = st.st_mtime
+            self.attrs = streamio.read_xattrs(self.fd)
+        except OSError as exc:
+            os.close(self.fd)
+            raise map_os_error(exc, path) from None
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
