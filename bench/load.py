@@ -1,0 +1,408 @@
+"""HTTP load comparison: our storage node vs Debian's nginx, same client, same run.
+
+Starts both servers on 127.0.0.1 (2 workers each, no access log), makes them
+serve identical bytes, and measures with the same client:
+
+  GET 4 KiB, 1 MiB, 8 MiB and a 500 KB range of an 8 MiB chunk   (wrk)
+  PUT 1 MiB and 8 MiB (ours hashing and verifying MD5)            (load_put.py)
+  64 concurrent 64 MiB PUTs while sampling each worker's peak RSS (load_rss.py)
+
+and prints a Markdown table (also written to bench/out/latest.md) with the
+ratio ours/nginx against the targets. Everything it starts it stops; its temp
+dirs are removed.
+
+    .venv/bin/python bench/load.py [--quick] [--duration S] [--only get_4k,put_1m]
+"""
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from load_put import Connection, PutPlan, make_body, request_head, run_put_load
+from load_rss import run_rss_row, workers_of
+from load_servers import REPO, NginxServer, NodeServer
+from load_wrk import range_script, run_wrk
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KIB, MIB = 1 << 10, 1 << 20
+RANGE = (3_000_000, 3_499_999)  # 500 KB inside the 8 MiB chunk, not page-aligned
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    title: str
+    kind: str  # "get", "put" or "rss"
+    size: int
+    metric: str  # what the ratio compares: "req/s" or "MB/s"
+    target: float  # minimum ratio ours/nginx; for "rss", max MiB per worker
+    byte_range: tuple = None
+
+
+ROWS = [
+    Row("get_4k", "GET 4 KiB", "get", 4 * KIB, "req/s", 0.35),
+    Row("get_1m", "GET 1 MiB", "get", MIB, "MB/s", 0.8),
+    Row("get_8m", "GET 8 MiB", "get", 8 * MIB, "MB/s", 0.95),
+    Row("get_range", "GET 500 KB of 8 MiB", "get", 8 * MIB, "MB/s", 0.8, RANGE),
+    Row("put_1m", "PUT 1 MiB", "put", MIB, "MB/s", 0.75),
+    Row("put_8m", "PUT 8 MiB", "put", 8 * MIB, "MB/s", 0.75),
+    Row("rss", "RSS: 64 x PUT 64 MiB", "rss", 64 * MIB, "MiB/worker", 100.0),
+]
+ROW_KEYS = [r.key for r in ROWS]
+
+
+@dataclass
+class Measure:
+    """One server's result on one row. Latencies in ms; MB = 10**6 bytes of payload."""
+
+    req_s: float
+    mb_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+    note: str = ""
+    peak_mib: float = None  # rss rows only: largest VmHWM over the workers
+
+
+def get_chunk_id(size):
+    """The fixed id of the GET test chunk of `size` bytes (64 upper-case hex)."""
+    return ("%08X" % size) * 8
+
+
+def fetch(port, path, byte_range=None):
+    """One GET through http.client: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Range": "bytes=%d-%d" % byte_range} if byte_range else {}
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def seed_get_chunks(servers, sizes):
+    """Make every server serve the GET chunks; return {size: body}.
+
+    Our node gets them by PUT (so they carry real RAWX xattrs); nginx gets
+    hard links to the very same files, at the same relative path.
+    """
+    bodies = {size: make_body(size, seed=size) for size in sizes}
+    ours = servers.get("ours")
+    for size, body in bodies.items():
+        cid = get_chunk_id(size)
+        if ours is not None:
+            plan = PutPlan(ours.port, "rawx", size, (201,), "00000000")
+            conn = Connection(ours.port, 30)
+            try:
+                status = conn.put(request_head(plan, cid, hashlib.md5(body).hexdigest()), body)
+            finally:
+                conn.close()
+            if status != 201:
+                raise RuntimeError("seeding %s on our node: status %d" % (cid, status))
+            src = ours.file_path(cid)
+            if not os.path.exists(src):
+                raise RuntimeError("our node did not store %s at %s" % (cid, src))
+        nginx = servers.get("nginx")
+        if nginx is not None:
+            dst = nginx.file_path(cid)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if ours is not None:
+                os.link(src, dst)
+            else:
+                with open(dst, "wb") as f:
+                    f.write(body)
+    return bodies
+
+
+def check_get_chunks(servers, bodies):
+    """Before measuring: every server returns the right bytes, whole and ranged."""
+    for server in servers.values():
+        for size, body in bodies.items():
+            path = server.url_path(get_chunk_id(size))
+            status, got = fetch(server.port, path)
+            if status != 200 or got != body:
+                raise RuntimeError("%s GET %s: status %d, %d bytes, same=%s"
+                                   % (server.name, path, status, len(got), got == body))
+        big = bodies[8 * MIB]
+        path = server.url_path(get_chunk_id(8 * MIB))
+        status, got = fetch(server.port, path, RANGE)
+        if status != 206 or got != big[RANGE[0]:RANGE[1] + 1]:
+            raise RuntimeError("%s ranged GET %s: status %d, %d bytes"
+                               % (server.name, path, status, len(got)))
+
+
+def measure_get(row, server, duration, connections):
+    cid = get_chunk_id(row.size)
+    url = "http://127.0.0.1:%d%s" % (server.port, server.url_path(cid))
+    payload = row.size
+    script = None
+    if row.byte_range:
+        script = range_script(*row.byte_range)
+        payload = row.byte_range[1] - row.byte_range[0] + 1
+    res = run_wrk(url, duration, connections=connections, script=script)
+    note = ""
+    if res.errors:
+        note = "wrk: %d non-2xx, socket errors %s" % (res.non_2xx, res.socket_errors)
+    return Measure(res.req_per_s, res.req_per_s * payload / 1e6, res.p50_ms, res.p99_ms,
+                   res.errors, note)
+
+
+def prune_tree(root, prefixes):
+    """Unlink every file under root whose name starts with one of `prefixes`."""
+    removed = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(prefixes):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def put_plan(server, size, run_tag):
+    if server.name == "ours":
+        return PutPlan(server.port, "rawx", size, (201,), run_tag)
+    return PutPlan(server.port, "dav", size, (201, 204), run_tag)
+
+
+def new_tag():
+    # First char F: never the prefix of a GET chunk id (those start with 0).
+    return "F" + os.urandom(4).hex().upper()[:7]
+
+
+def measure_put(row, server, duration, connections, max_bytes):
+    tag = new_tag()
+    procs = 2 if connections >= 2 else 1
+    try:
+        stats = run_put_load(put_plan(server, row.size, tag), procs=procs,
+                             conns=max(1, connections // procs), duration=duration,
+                             max_requests=max(connections, max_bytes // row.size))
+    finally:
+        prune_tree(server.docroot, (tag,))  # bounded disk use between rows
+    note = ""
+    if stats.errors:
+        note = "%d errors, statuses %s %s" % (stats.errors, stats.statuses,
+                                              "; ".join(stats.error_samples[:2]))
+    return Measure(stats.req_per_s, stats.mb_per_s, stats.percentile_ms(50),
+                   stats.percentile_ms(99), stats.errors, note)
+
+
+def measure_rss(row, server, uploads):
+    tag = new_tag()
+    try:
+        stats, peaks = run_rss_row(put_plan(server, row.size, tag), server.proc.pid,
+                                   uploads=uploads)
+    finally:
+        prune_tree(server.docroot, (tag,))
+    pids = sorted(peaks.hwm_kib)
+    workers = workers_of(server.proc.pid, pids)
+    per = ", ".join("%d:%.0f" % (p, peaks.hwm_kib[p] / 1024.0) for p in pids)
+    note = "VmHWM MiB per pid (first = main): %s; %d samples" % (per, peaks.samples)
+    if stats.errors:
+        note += "; %d errors, statuses %s %s" % (stats.errors, stats.statuses,
+                                                 "; ".join(stats.error_samples[:2]))
+    if stats.ok + stats.errors != uploads:
+        note += "; only %d of %d uploads finished" % (stats.ok + stats.errors, uploads)
+        stats.errors += uploads - stats.ok - stats.errors
+    return Measure(stats.req_per_s, stats.mb_per_s, stats.percentile_ms(50),
+                   stats.percentile_ms(99), stats.errors, note,
+                   peak_mib=peaks.peak_mib(workers))
+
+
+def start_servers(names, tmp, workers, node_bin):
+    """Start the named servers, each in its own dir under tmp; return {name: server}."""
+    servers = {}
+    try:
+        for name in names:
+            prefix = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
+            docroot = os.path.join(prefix, "root")
+            if name == "ours":
+                srv = NodeServer(prefix, docroot, workers, binary=node_bin,
+                                 extra_conf=["access_log off"])
+            else:
+                srv = NginxServer(prefix, docroot, workers)
+            servers[name] = srv.start()
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers):
+    for srv in servers.values():
+        srv.stop()
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else ("%.*f" % (digits, v))
+
+
+def judge(row, results):
+    """(ratio text, target text, verdict) for one row."""
+    ours, ng = results.get("ours"), results.get("nginx")
+    if row.kind == "rss":
+        target = "< %.0f MiB/worker" % row.target
+        if ours is None:
+            return ("nginx %s MiB" % fmt(ng.peak_mib) if ng else "-"), target, "n/a"
+        text = "%.1f MiB/worker" % ours.peak_mib
+        if ng is not None:
+            text += " (nginx %.1f)" % ng.peak_mib
+        ok = ours.peak_mib < row.target and not ours.errors
+        return text, target, "pass" if ok else "FAIL"
+    target = ">= %.2fx %s" % (row.target, row.metric)
+    if ours is None or ng is None:
+        return "-", target, "n/a"
+    a, b = (ours.req_s, ng.req_s) if row.metric == "req/s" else (ours.mb_s, ng.mb_s)
+    ratio = a / b if b else float("inf")
+    ok = ratio >= row.target and not ours.errors and not ng.errors
+    return "%.2fx" % ratio, target, "pass" if ok else "FAIL"
+
+
+def render_table(rows, results, header_lines):
+    head = ("| row | ours req/s | ours MB/s | ours p50/p99 ms | nginx req/s | nginx MB/s "
+            "| nginx p50/p99 ms | ours/nginx | target | result |")
+    lines = list(header_lines) + ["", head, "|" + "---|" * 10]
+    notes = []
+    for row in rows:
+        res = results.get(row.key, {})
+        cells = [row.title]
+        for name in ("ours", "nginx"):
+            m = res.get(name)
+            if m is None:
+                cells += ["-", "-", "-"]
+            else:
+                cells += [fmt(m.req_s), fmt(m.mb_s),
+                          "%s / %s" % (fmt(m.p50_ms, 2), fmt(m.p99_ms, 2))]
+                if m.note:
+                    notes.append("- %s, %s: %s" % (row.title, name, m.note))
+        cells += list(judge(row, res))
+        lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Notes:"] + notes
+    return "\n".join(lines) + "\n"
+
+
+def nginx_version():
+    out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+    return (out.stderr or out.stdout).strip().replace("nginx version: ", "")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per row and server")
+    p.add_argument("--quick", action="store_true", help="1 s per row")
+    p.add_argument("--only", default="", help="comma-separated rows: " + ",".join(ROW_KEYS))
+    p.add_argument("--servers", default="auto",
+                   help="ours,nginx | nginx | ours | auto (ours only if src/storage/cli.py exists)")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="worker processes of each server")
+    p.add_argument("--max-put-bytes", type=int, default=4 << 30,
+                   help="bound on bytes PUT per row and server (deleted after the row)")
+    p.add_argument("--rss-uploads", type=int, default=64)
+    p.add_argument("--node-bin", default=os.path.join(REPO, ".venv", "bin", "storage-node"))
+    p.add_argument("--tmp", default=None, help="parent of the temp dir (default: $TMPDIR)")
+    p.add_argument("--out", default=os.path.join(HERE, "out", "latest.md"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration = 1.0
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or ROW_KEYS
+    bad = [k for k in keys if k not in ROW_KEYS]
+    if bad:
+        p.error("unknown rows %s (known: %s)" % (bad, ", ".join(ROW_KEYS)))
+    args.rows = [r for r in ROWS if r.key in keys]
+    if args.servers == "auto":
+        have_node = os.path.exists(os.path.join(REPO, "src", "storage", "cli.py"))
+        args.servers = "ours,nginx" if have_node else "nginx"
+        if not have_node:
+            print("note: src/storage/cli.py not found, measuring nginx only", file=sys.stderr)
+    args.server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not set(args.server_names) <= {"ours", "nginx"} or not args.server_names:
+        p.error("--servers takes ours and/or nginx")
+    return args
+
+
+def run(args):
+    """Run the selected rows; return (markdown text, {row: {server: Measure}})."""
+    results = {}
+    tmp = tempfile.mkdtemp(prefix="bench-load-", dir=args.tmp)
+    try:
+        servers = start_servers(args.server_names, tmp, args.workers, args.node_bin)
+        try:
+            bodies = seed_get_chunks(servers, (4 * KIB, MIB, 8 * MIB))
+            check_get_chunks(servers, bodies)
+            for row in args.rows:
+                if row.kind == "rss":
+                    continue
+                for name, srv in servers.items():
+                    print("%-22s %-5s ..." % (row.title, name), end=" ", flush=True,
+                          file=sys.stderr)
+                    if row.kind == "get":
+                        m = measure_get(row, srv, args.duration, args.connections)
+                    else:
+                        m = measure_put(row, srv, args.duration, args.connections,
+                                        args.max_put_bytes)
+                    results.setdefault(row.key, {})[name] = m
+                    print("%.1f req/s %.1f MB/s%s" % (m.req_s, m.mb_s,
+                                                      " ERRORS" if m.errors else ""),
+                          file=sys.stderr)
+        finally:
+            stop_servers(servers)
+        for row in args.rows:
+            if row.kind != "rss":
+                continue
+            # Fresh servers, so VmHWM (lifetime peak) covers this load alone.
+            for name in args.server_names:
+                print("%-22s %-5s ..." % (row.title, name), end=" ", flush=True,
+                      file=sys.stderr)
+                servers = start_servers([name], tmp, args.workers, args.node_bin)
+                try:
+                    m = measure_rss(row, servers[name], args.rss_uploads)
+                finally:
+                    stop_servers(servers)
+                results.setdefault(row.key, {})[name] = m
+                print("peak %.1f MiB/worker%s" % (m.peak_mib, " ERRORS" if m.errors else ""),
+                      file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    header = [
+        "# HTTP load: storage-node vs nginx",
+        "",
+        "%s; %d CPUs; nginx %s; %d s per row and server; %d connections; %d workers each; "
+        "wrk -t2 for GET, bench/load_put.py (2 processes) for PUT; MB = 10^6 payload bytes."
+        % (time.strftime("%Y-%m-%d %H:%M:%S"), os.cpu_count() or 0, nginx_version(),
+           args.duration, args.connections, args.workers),
+        "",
+        "Command: `%s`" % " ".join(["python", "bench/load.py"] + args.argv),
+    ]
+    return render_table(args.rows, results, header), results
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    args.argv = argv
+    text, results = run(args)
+    print(text)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({k: {s: vars(m) for s, m in v.items()} for k, v in results.items()}, f,
+                  indent=1)
+    verdicts = [judge(r, results.get(r.key, {}))[2] for r in args.rows]
+    return 1 if "FAIL" in verdicts else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
