@@ -1,0 +1,71 @@
+"""Run every benchmark of the project in one go (what `make bench` calls).
+
+1. bench/load.py: the HTTP load comparison, our node vs nginx;
+2. bench/bench_ec.py, if present, as a script;
+3. pytest micro-benchmarks under bench/ (test_*.py), if any, with --benchmark-enable.
+
+Each step runs in its own process; a failing step does not stop the next one.
+The exit status is the worst of the steps (1 if any failed or missed a target).
+
+    .venv/bin/python bench/run_all.py [--quick] [--only get_4k,put_1m] [--skip-micro]
+"""
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def steps(args):
+    """The (name, argv) steps to run, in order."""
+    py = sys.executable
+    load = [py, os.path.join(HERE, "load.py")]
+    if args.quick:
+        load.append("--quick")
+    if args.only:
+        load += ["--only", args.only]
+    out = [("load", load)]
+    if args.only_load:
+        return out
+    ec = os.path.join(HERE, "bench_ec.py")
+    if os.path.exists(ec):
+        out.append(("bench_ec", [py, ec] + (["--quick"] if args.quick and _takes_quick(ec)
+                                            else [])))
+    if not args.skip_micro and glob.glob(os.path.join(HERE, "test_*.py")):
+        out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              os.path.relpath(HERE, REPO), "--benchmark-enable"]))
+    return out
+
+
+def _takes_quick(script):
+    """Whether a bench script documents a --quick option (passed on only then)."""
+    with open(script, encoding="utf-8", errors="replace") as f:
+        return "--quick" in f.read()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Run all benchmarks.")
+    p.add_argument("--quick", action="store_true", help="1 s per load row; --quick to others")
+    p.add_argument("--only", default="", help="load rows to run (see bench/load.py --help)")
+    p.add_argument("--only-load", action="store_true", help="just the HTTP load comparison")
+    p.add_argument("--skip-micro", action="store_true", help="no pytest micro-benchmarks")
+    args = p.parse_args(argv)
+    worst = 0
+    summary = []
+    for name, cmd in steps(args):
+        print("== %s: %s" % (name, " ".join(cmd)), flush=True)
+        t0 = time.monotonic()
+        rc = subprocess.run(cmd, cwd=REPO).returncode
+        summary.append("%s: exit %d in %.0f s" % (name, rc, time.monotonic() - t0))
+        worst = max(worst, 1 if rc else 0)
+    print("== summary\n" + "\n".join(summary), flush=True)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
