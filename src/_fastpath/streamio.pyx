@@ -364,7 +364,9 @@ def write_all(int filefd, data, hasher):
                 md5._release()
         else:
             if hasher is not None and n:
-                hasher.update(data)
+                # hashers may insist on unsigned bytes (blake3 refuses 'h')
+                hasher.update(data if type(data) is bytes
+                              else memoryview(data).cast("B"))
             with nogil:
                 err = _write_full(filefd, <const char *>view.buf, <size_t>n)
     finally:

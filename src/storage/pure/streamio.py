@@ -107,7 +107,7 @@ def write_all(filefd, data, hasher):
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     if hasher is not None and view.nbytes:
-        hasher.update(data)
+        hasher.update(view)
     _write_full(filefd, view)
     return view.nbytes
 
@@ -138,8 +138,15 @@ def hash_file(fd, algo, offset=0, length=-1, buf=None):
     return hasher.hexdigest().upper()
 
 
+def _check_fd(fd):
+    # os.*xattr(-1, ...) would act on the current directory instead
+    if fd < 0:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
 def read_xattrs(fd):
     """All extended attributes of an open file as {name: value}."""
+    _check_fd(fd)
     result = {}
     for name in os.listxattr(fd):
         try:
@@ -152,6 +159,7 @@ def read_xattrs(fd):
 
 def write_xattrs(fd, attrs):
     """Set every (name, value) of a mapping or an iterable of pairs."""
+    _check_fd(fd)
     items = attrs.items() if hasattr(attrs, "items") else attrs
     for name, value in items:
         os.setxattr(fd, os.fsencode(name), value)
