@@ -51,6 +51,9 @@ class FsChunkRepo:
         self.fsync = fsync
         self.fsync_dir = fsync_dir
         self.fallocate = fallocate
+        # os.link only uses linkat(AT_SYMLINK_FOLLOW), needed to give an O_TMPFILE inode
+        # a name through /proc/self/fd, when it is handed a directory fd.
+        self.root_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def chunk_dir(self, chunk_id):
         """Directory holding ``chunk_id`` (already upper-case)."""
@@ -153,7 +156,8 @@ class ChunkWriter:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             for attempt in (0, 1):
                 try:
-                    os.link(f"/proc/self/fd/{fd}", self.pending)
+                    os.link(f"/proc/self/fd/{fd}", self.pending,
+                            src_dir_fd=self.repo.root_fd, follow_symlinks=True)
                     break
                 except FileExistsError:
                     if attempt or not _reap_stale_pending(self.pending):

@@ -27,7 +27,9 @@ class Codec:
     decode different segments with one Codec at once."""
 
     def __init__(self, k=6, m=3, chksum_type="none",
-                 library_version=header.DEFAULT_LIBRARY_VERSION):
+                 library_version=header.DEFAULT_LIBRARY_VERSION, gf16=None):
+        """``gf16``: the region-arithmetic module (default: fast.load("gf16"),
+        i.e. _fastpath.gf16 or its twin storage.pure.gf16)."""
         if not isinstance(k, int) or not isinstance(m, int) or k < 1 or m < 1 or k + m > 32:
             raise ECInvalidParameter(f"need integers k >= 1, m >= 1, k + m <= 32 (got k={k!r}, m={m!r})")
         if chksum_type not in header.CHKSUM_TYPES:
@@ -41,7 +43,7 @@ class Codec:
         self.chksum_type = header.CHKSUM_TYPES[chksum_type]
         self.library_version = library_version
         self.generator = gf.rs_vand_matrix(k, m)
-        self._gf16 = fast.load("gf16")
+        self._gf16 = gf16 if gf16 is not None else fast.load("gf16")
         self._parity = self._gf16.Gf16Matrix(self.generator[k:])
         self._plans = {}
         self._local = threading.local()

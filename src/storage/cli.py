@@ -1,0 +1,76 @@
+"""The ``storage-node`` command line."""
+import argparse
+import logging
+import sys
+
+from storage import config as configmod
+from storage.volume import VolumeError
+
+ACCESS_FORMAT = "%(message)s"
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(config):
+    root = logging.getLogger()
+    root.handlers[:] = []
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(config.log_level)
+    access = logging.getLogger("storage.access")
+    access.propagate = False
+    access.handlers[:] = []
+    if config.access_log == "off":
+        access.disabled = True
+        return
+    if config.access_log == "-":
+        access_handler = logging.StreamHandler(sys.stderr)
+    else:
+        access_handler = logging.FileHandler(config.access_log)
+    access_handler.setFormatter(logging.Formatter(ACCESS_FORMAT))
+    access.addHandler(access_handler)
+    access.setLevel(logging.INFO)
+
+
+def cmd_serve(args):
+    from storage.server import serve
+    try:
+        config = configmod.load_file(args.config) if args.config else \
+            configmod.embedded_default()
+        if args.workers is not None:
+            import dataclasses
+            config = dataclasses.replace(config, workers=args.workers)
+    except configmod.ConfigError as exc:
+        print(f"storage-node: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    try:
+        return serve(config)
+    except VolumeError as exc:
+        print(f"storage-node: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"storage-node: cannot listen on {config.listen}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="storage-node",
+                                     description="A RAWX-compatible storage node.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the chunk service in the foreground")
+    serve.add_argument("-f", "--config", help="oio-rawx configuration file "
+                       "(default: embedded, 127.0.0.1:6009, ./data/rawx)")
+    serve.add_argument("--workers", type=int, help="override the workers directive")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

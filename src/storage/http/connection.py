@@ -1,0 +1,555 @@
+"""One HTTP/1.1 server connection: reads request heads, streams bodies, writes replies.
+
+The connection owns its socket and output queue and asks the loop for write readiness
+only while output is pending. Request semantics live in the application object
+(``app.begin(request, conn)``), which answers with a ``Reply`` or, for a request body to
+store, an upload object the connection streams into:
+
+    upload.fd, upload.hasher   -> fast path: socket -> hash -> file in one call
+    upload.feed(data)          -> plain path (chunked pieces, head leftovers)
+    upload.finish(trailers, n) -> Reply once the whole body arrived
+    upload.fail(exc) -> Reply  /  upload.abort()  when something went wrong
+
+Errors while reading a body are answered after the body is drained (bounded), so the
+keep-alive connection survives; a client that announced ``Expect: 100-continue`` and
+was refused is answered at once and the connection closed.
+"""
+import errno
+import logging
+import os
+import socket
+import time
+
+from storage.fast import load
+from storage.http.head import HttpError, find_head_end, parse_head
+from storage.http.response import build_head
+from storage.loop import READ, WRITE
+
+chunked = load("chunked")
+streamio = load("streamio")
+log = logging.getLogger(__name__)
+
+S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED = range(5)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
+SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
+MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+
+class FileBody:
+    """Part of an open file to send with sendfile; ``release()`` is called when done."""
+
+    __slots__ = ("fd", "offset", "remaining", "release")
+
+    def __init__(self, fd, offset, length, release):
+        self.fd = fd
+        self.offset = offset
+        self.remaining = length
+        self.release = release
+
+
+class Reply:
+    """A response: status, [(name, value)] headers, and a bytes ``body`` or a ``file``.
+    ``length`` overrides Content-Length (HEAD replies); ``close`` ends the connection."""
+
+    __slots__ = ("status", "headers", "body", "file", "length", "close", "reason")
+
+    def __init__(self, status, headers=(), body=b"", file=None, length=None, close=False,
+                 reason=""):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.file = file
+        self.length = length
+        self.close = close
+        self.reason = reason
+
+
+class Exchange:
+    """What the access log and the counters need to know about one request."""
+
+    __slots__ = ("request", "started", "ttfb", "bytes_in", "bytes_out", "status", "kind",
+                 "reason", "reqid", "account", "bucket")
+
+    def __init__(self, request, started):
+        self.request = request
+        self.started = started
+        self.ttfb = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.status = 0
+        self.kind = "other"
+        self.reason = ""
+        self.reqid = ""
+        self.account = None
+        self.bucket = None
+
+
+class Connection:
+    def __init__(self, sock, peer, loop, app, worker):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.loop = loop
+        self.app = app
+        self.worker = worker  # shared per-worker state: buffer, config, connection set
+        self.config = worker.config
+        self.closed = False
+        self.state = S_HEAD
+        self.inbuf = bytearray()
+        self._scan = 0
+        self.out = []
+        self.exchange = None
+        self.upload = None
+        self.decoder = None
+        self.remaining = 0  # body bytes still expected (Content-Length bodies)
+        self.received = 0
+        self.keep_alive = True
+        self.pending_reply = None
+        self._want_write = False
+        self.deadline = time.monotonic() + self.config.timeout_idle
+        loop.register(self, READ)
+        loop.timed.add(self)
+
+    def fileno(self):
+        return self.fd
+
+    def __repr__(self):
+        return f"<Connection {self.peer} state={self.state}>"
+
+    # ---- reading -------------------------------------------------------------------
+    def on_readable(self):
+        if self.state == S_HEAD:
+            self._read_head()
+        elif self.state == S_BODY:
+            self._read_body()
+        elif self.state == S_DRAIN:
+            self._drain()
+        elif self.state == S_WRITE:
+            # a pipelined request or EOF while we write: peek only to notice EOF
+            self._read_more()
+
+    def _read_more(self):
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self.close()
+            return False
+        if not data:
+            if self.state == S_WRITE:
+                self.keep_alive = False  # finish writing, then close
+                self.loop.modify(self, WRITE)
+                return False
+            self.close()
+            return False
+        if len(self.inbuf) + len(data) > self.config.headers_buffer_size + (1 << 20):
+            self.loop.modify(self, WRITE)  # stop reading until the reply is out
+        self.inbuf += data
+        return True
+
+    def _read_head(self):
+        if not self._read_more():
+            return
+        self._try_head()
+
+    def _try_head(self):
+        end = find_head_end(self.inbuf, max(0, self._scan - 3))
+        limit = self.config.headers_buffer_size
+        if end < 0:
+            self._scan = len(self.inbuf)
+            if self._scan > limit:
+                self._refuse(HttpError(431, "request head too large"))
+            elif self._scan:
+                if self.exchange is None:
+                    self.deadline = time.monotonic() + self.config.timeout_read_header
+                    self.exchange = Exchange(None, time.monotonic())
+            return
+        if end > limit:
+            self._refuse(HttpError(431, "request head too large"))
+            return
+        head = bytes(self.inbuf[:end])
+        del self.inbuf[:end]
+        self._scan = 0
+        started = self.exchange.started if self.exchange else time.monotonic()
+        try:
+            request = parse_head(head)
+        except HttpError as exc:
+            self.exchange = Exchange(None, started)
+            self._refuse(exc)
+            return
+        self.exchange = Exchange(request, started)
+        self.exchange.bytes_in = end
+        self.keep_alive = request.keep_alive and self.config.http_keepalive \
+            and not self.worker.stopping
+        self._dispatch(request)
+
+    def _refuse(self, exc):
+        """A request we cannot even frame: reply and close."""
+        if self.exchange is None:
+            self.exchange = Exchange(None, time.monotonic())
+        self.keep_alive = False
+        self.inbuf.clear()
+        self.send_reply(Reply(exc.status, body=(exc.reason + "\n").encode(), close=True,
+                              reason=exc.reason))
+
+    def _dispatch(self, request):
+        has_body = request.chunked or bool(request.content_length)
+        self.received = 0
+        self.deadline = self.exchange.started + self.config.timeout_read_request
+        try:
+            result = self.app.begin(request, self)
+        except Exception:
+            log.exception("request handler failed")
+            result = Reply(500, body=b"internal error\n", reason="internal error")
+        if isinstance(result, Reply):
+            if has_body and result.status < 300:
+                result = Reply(400, body=b"unexpected request body\n", reason="unexpected body")
+            if has_body:
+                self._reply_after_body(result)
+            else:
+                self.send_reply(result)
+            return
+        # an upload: stream the body into it
+        self.upload = result
+        if request.chunked:
+            self.decoder = chunked.ChunkedDecoder()
+        else:
+            self.remaining = request.content_length or 0
+        if request.expect_continue and not self.inbuf:
+            self._send_now(CONTINUE)
+        self.state = S_BODY
+        if self.inbuf:
+            leftover = bytes(self.inbuf)
+            self.inbuf.clear()
+            self._consume(leftover)
+        if self.state == S_BODY and not request.chunked and self.remaining == 0:
+            self._body_complete([])
+
+    def _reply_after_body(self, reply, body_started=False):
+        """Answer an error while a request body is unread: drain it (bounded) first."""
+        request = self.exchange.request
+        if request.expect_continue and not body_started and not self.inbuf:
+            reply.close = True
+            self.keep_alive = False
+            self.send_reply(reply)
+            return
+        if request.chunked:
+            if self.decoder is None:
+                self.decoder = chunked.ChunkedDecoder()
+        elif not body_started:
+            self.remaining = request.content_length or 0
+        if not request.chunked and self.remaining > DRAIN_LIMIT:
+            reply.close = True
+            self.keep_alive = False
+            self.send_reply(reply)
+            return
+        self.pending_reply = reply
+        self.state = S_DRAIN
+        if self.inbuf:
+            leftover = bytes(self.inbuf)
+            self.inbuf.clear()
+            self._discard(leftover)
+        if self.state == S_DRAIN and not request.chunked and self.remaining == 0:
+            self._drain_done()
+
+    # ---- body ----------------------------------------------------------------------
+    def _read_body(self):
+        upload = self.upload
+        if self.decoder is None and upload.fd >= 0:
+            try:
+                moved, status = streamio.pump(self.fd, upload.fd, self.worker.buffer,
+                                              upload.hasher, self.remaining)
+            except streamio.DiskWriteError as exc:
+                self._upload_failed(exc, in_pump=True)
+                return
+            except OSError:
+                self._client_gone()
+                return
+            self.received += moved
+            self.remaining -= moved
+            self.exchange.bytes_in += moved
+            if self.remaining == 0:
+                self._body_complete([])
+            elif status == 2:
+                self._client_gone()
+            return
+        buf = self.worker.buffer
+        try:
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._client_gone()
+            return
+        if n == 0:
+            self._client_gone()
+            return
+        self._consume(memoryview(buf)[:n])
+
+    def _consume(self, data):
+        """Body bytes that did not come through pump (head leftovers, chunked)."""
+        self.exchange.bytes_in += len(data)
+        try:
+            if self.decoder is not None:
+                pieces, used = self.decoder.feed(data)
+                for piece in pieces:
+                    self.upload.feed(piece)
+                    self.received += len(piece)
+                if self.decoder.done:
+                    if used < len(data):
+                        self.inbuf += data[used:]
+                        self.exchange.bytes_in -= len(data) - used
+                    self._body_complete(self.decoder.trailers)
+                return
+            take = min(len(data), self.remaining)
+            if take:
+                self.remaining -= take  # counted first: a failed feed must not re-drain it
+                self.received += take
+                self.upload.feed(data[:take])
+            if take < len(data):
+                self.inbuf += data[take:]
+                self.exchange.bytes_in -= len(data) - take
+            if self.remaining == 0:
+                self._body_complete([])
+        except chunked.ChunkedError as exc:
+            self.upload.abort()
+            self.upload = None
+            self.keep_alive = False
+            self.send_reply(Reply(400, body=f"{exc}\n".encode(), close=True, reason=str(exc)))
+        except Exception as exc:  # the write side failed (disk full, I/O error)
+            self._upload_failed(exc)
+
+    def _body_complete(self, trailers):
+        upload, self.upload, self.decoder = self.upload, None, None
+        try:
+            reply = upload.finish(trailers, self.received)
+        except Exception:
+            log.exception("finishing an upload failed")
+            upload.abort()
+            reply = Reply(500, body=b"internal error\n", reason="internal error")
+        self.send_reply(reply)
+
+    def _upload_failed(self, exc, in_pump=False):
+        """The write side failed (disk full, I/O error): answer, then close. Bytes the
+        failed call had read are unknown, so drain an under-estimate and close."""
+        upload, self.upload = self.upload, None
+        reply = upload.fail(exc)
+        reply.close = True
+        self.keep_alive = False
+        if self.decoder is not None:
+            self.decoder = None
+            self.send_reply(reply)
+            return
+        if in_pump:
+            self.remaining = max(0, self.remaining - len(self.worker.buffer))
+        self._reply_after_body(reply, body_started=True)
+
+    def _client_gone(self):
+        """The client disconnected (or reset) before the whole body arrived: 499."""
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
+        self.exchange.status = 499
+        self.exchange.reason = "client closed the connection mid-body"
+        self.app.record(self.exchange, self)
+        self.exchange = None
+        self.close()
+
+    # ---- draining ------------------------------------------------------------------
+    def _drain(self):
+        buf = self.worker.buffer
+        try:
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n == 0:
+            self.keep_alive = False
+            self._drain_done()
+            return
+        self._discard(memoryview(buf)[:n])
+
+    def _discard(self, data):
+        self.exchange.bytes_in += len(data)
+        if self.decoder is not None:
+            try:
+                _, used = self.decoder.feed(data)
+            except chunked.ChunkedError:
+                self.keep_alive = False
+                self._drain_done()
+                return
+            if self.decoder.done:
+                if used < len(data):
+                    self.inbuf += data[used:]
+                self._drain_done()
+            return
+        take = min(len(data), self.remaining)
+        self.remaining -= take
+        if take < len(data):
+            self.inbuf += data[take:]
+        if self.remaining == 0:
+            self._drain_done()
+
+    def _drain_done(self):
+        reply, self.pending_reply, self.decoder = self.pending_reply, None, None
+        if not self.keep_alive:
+            reply.close = True
+        self.send_reply(reply)
+
+    # ---- writing -------------------------------------------------------------------
+    def _send_now(self, data):
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass
+
+    def send_reply(self, reply):
+        """Queue ``reply`` and start writing it."""
+        exchange = self.exchange
+        request = exchange.request if exchange else None
+        if reply.close or self.worker.stopping:
+            self.keep_alive = False
+        head_only = request is not None and request.method == "HEAD"
+        length = reply.length
+        if length is None:
+            length = reply.file.remaining if reply.file is not None else len(reply.body)
+        headers = reply.headers
+        if exchange is not None and exchange.reqid:
+            headers = list(headers)
+            headers.append(("X-Oio-Req-Id", exchange.reqid))
+        head = build_head(reply.status, headers, length, self.keep_alive)
+        if exchange is not None:
+            exchange.status = reply.status
+            exchange.reason = reply.reason
+            exchange.ttfb = time.monotonic()
+        self.state = S_WRITE
+        self.deadline = time.monotonic() + self.config.timeout_write_reply
+        out = self.out
+        file = reply.file
+        if head_only:
+            if file is not None:
+                file.release()
+            out.append(head)
+        elif file is not None:
+            if file.remaining <= SMALL_FILE:
+                try:
+                    data = os.pread(file.fd, file.remaining, file.offset)
+                finally:
+                    file.release()
+                if len(data) != file.remaining:
+                    log.error("file shrank while being served")
+                    self.close()
+                    return
+                out.append(head + data)
+            else:
+                out.append(head)
+                out.append(file)
+        else:
+            out.append(head + reply.body if reply.body else head)
+        self._flush()
+
+    def on_writable(self):
+        self._flush()
+
+    def _flush(self):
+        out = self.out
+        sock = self.sock
+        sent = 0
+        try:
+            while out:
+                item = out[0]
+                if type(item) is FileBody:
+                    n = os.sendfile(self.fd, item.fd, item.offset, item.remaining)
+                    if n == 0:
+                        raise OSError(errno.EIO, "file shrank during sendfile")
+                    item.offset += n
+                    item.remaining -= n
+                    sent += n
+                    if item.remaining == 0:
+                        out.pop(0)
+                        item.release()
+                else:
+                    flags = MSG_MORE if len(out) > 1 else 0
+                    n = sock.send(item, flags)
+                    sent += n
+                    if n < len(item):
+                        out[0] = memoryview(item)[n:]
+                    else:
+                        out.pop(0)
+        except (BlockingIOError, InterruptedError):
+            if self.exchange is not None:
+                self.exchange.bytes_out += sent
+            if not self._want_write:
+                self._want_write = True
+                self.loop.modify(self, WRITE)
+            return
+        except OSError:
+            if self.exchange is not None:
+                self.exchange.bytes_out += sent
+            self._finish_exchange()
+            self.close()
+            return
+        if self.exchange is not None:
+            self.exchange.bytes_out += sent
+        self._reply_done()
+
+    def _reply_done(self):
+        self._finish_exchange()
+        if not self.keep_alive:
+            self.close()
+            return
+        self.state = S_HEAD
+        self.deadline = time.monotonic() + self.config.timeout_idle
+        if self._want_write:
+            self._want_write = False
+        self.loop.modify(self, READ)
+        if self.inbuf:
+            self._try_head()
+
+    def _finish_exchange(self):
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            self.app.record(exchange, self)
+
+    # ---- life cycle ----------------------------------------------------------------
+    @property
+    def idle(self):
+        return self.state == S_HEAD and not self.inbuf and self.exchange is None
+
+    def on_timeout(self):
+        if self.state in (S_BODY, S_DRAIN) and self.exchange is not None:
+            if self.upload is not None:
+                self.upload.abort()
+                self.upload = None
+            self.exchange.status = 408
+            self.exchange.reason = "timeout reading the request body"
+            self.app.record(self.exchange, self)
+            self.exchange = None
+        self.close()
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.state = S_CLOSED
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and exchange.request is not None:
+            exchange.status = exchange.status or 499
+            self.app.record(exchange, self)
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
+        for item in self.out:
+            if type(item) is FileBody:
+                item.release()
+        self.out.clear()
+        self.loop.unregister(self)
+        self.loop.timed.discard(self)
+        self.worker.connection_closed(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass

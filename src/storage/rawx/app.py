@@ -1,0 +1,345 @@
+"""The RAWX request handlers: routing, chunk PUT/GET/HEAD/DELETE, /info and /stat.
+
+Python decides here; bytes move in the connection and ``_fastpath``. Storage errors
+become statuses in exactly one place, ``STATUS``.
+"""
+import logging
+import os
+import time
+from urllib.parse import unquote
+
+import blake3
+
+from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotFound,
+                            CorruptChunk, NoSpace, PermissionDenied, StorageError,
+                            VolumeUnavailable)
+from storage.fast import load
+from storage.http.connection import FileBody, Reply
+from storage.http.response import http_date
+from storage.rawx import meta as chunkmeta
+from storage.rawx.ranges import UNSATISFIABLE, parse_range
+from storage.repo import map_os_error
+from storage.stats import COUNTERS
+
+streamio = load("streamio")
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("storage.access")
+
+STATUS = [  # most specific first
+    (BadRequest, 400), (PermissionDenied, 403), (ChunkNotFound, 404), (ChunkExists, 409),
+    (ChecksumMismatch, 412), (CorruptChunk, 412), (NoSpace, 507),
+    (VolumeUnavailable, 503), (StorageError, 500),
+]
+QUIET_BODY = {404, 409, 416, 418}
+CHUNK_METHODS = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "del",
+                 "POST": "post", "COPY": "copy"}
+
+
+def error_reply(exc):
+    """The one table turning storage exceptions into replies."""
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            break
+    else:
+        status = 500
+    reason = str(exc).splitlines()[0] if status != 500 else "internal error"
+    if status == 500:
+        log.error("internal error: %r", exc)
+    body = b"" if status in QUIET_BODY else (reason + "\n").encode("utf-8", "replace")
+    return Reply(status, body=body, reason=reason)
+
+
+def new_hasher(algo):
+    return streamio.Md5() if algo == "md5" else blake3.blake3()
+
+
+class Upload:
+    """A chunk PUT in progress: what the connection streams the body into."""
+
+    def __init__(self, app, put_meta, writer, hasher, exchange):
+        self.app = app
+        self.meta = put_meta
+        self.writer = writer
+        self.fd = writer.fd
+        self.hasher = hasher
+        self.exchange = exchange
+
+    def feed(self, data):
+        self.writer.write(data, self.hasher)
+
+    def finish(self, trailers, received):
+        trailers = [(n.decode("latin-1").lower() if isinstance(n, bytes) else n,
+                     v.decode("latin-1") if isinstance(v, bytes) else v)
+                    for n, v in trailers]
+        try:
+            if self.hasher is not None:
+                computed = self.hasher.hexdigest().upper()
+            else:  # checksum off: keep what the client announced
+                computed = dict(trailers).get(chunkmeta.PREFIX + "chunk-hash",
+                                              self.meta.chunk_hash).upper()
+            attrs = self.meta.finish(trailers, computed, received)
+            self.writer.set_attrs(attrs)
+            self.writer.commit()
+        except StorageError as exc:
+            self.writer.abort()
+            return error_reply(exc)
+        headers = [("X-Oio-Chunk-Meta-Chunk-Hash", self.meta.chunk_hash),
+                   ("X-Oio-Chunk-Meta-Chunk-Size", self.meta.chunk_size)]
+        self.app.chunk_created(self.meta, self.exchange)
+        return Reply(201, headers)
+
+    def fail(self, exc):
+        self.writer.abort()
+        if isinstance(exc, OSError):
+            exc = map_os_error(exc, "write")
+        return error_reply(exc)
+
+    def abort(self):
+        self.writer.abort()
+
+
+class RawxApp:
+    def __init__(self, config, repo, stats, volume=None, events=None):
+        self.config = config
+        self.repo = repo
+        self.stats = stats
+        self.volume = volume  # liveness probe state, or None
+        self.events = events
+        hosts = {config.listen}
+        if config.service_id:
+            hosts.add(config.service_id)
+        self.allowed_hosts = hosts
+        self.wildcard = config.listen_host in ("0.0.0.0", "::")
+        self.pid = os.getpid()
+
+    # ---- entry point ---------------------------------------------------------------
+    def begin(self, request, conn):
+        exchange = conn.exchange
+        reqid = request.headers.get("x-oio-req-id") or request.headers.get("x-trans-id", "")
+        exchange.reqid = reqid[:63]
+        host = request.headers.get("host", "")
+        if host and host not in self.allowed_hosts and not self._wildcard_ok(host):
+            exchange.kind = "other"
+            self.stats.start("other")
+            return Reply(418, reason="wrong Host")
+        path = "/" + request.path.lstrip("/")
+        if path in ("/info", "/stat", "/list"):
+            kind = "info" if path == "/info" else "stat" if path == "/stat" else "raw"
+            exchange.kind = kind
+            self.stats.start(kind)
+            return self._service_route(path, request)
+        kind = CHUNK_METHODS.get(request.method, "other")
+        exchange.kind = kind
+        self.stats.start(kind)
+        if self.volume is not None and not self.volume.ok:
+            return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
+        chunk_id = unquote(path[1:], errors="strict") if "%" in path else path[1:]
+        if not chunkmeta.valid_chunk_id(chunk_id):
+            return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
+        chunk_id = chunk_id.upper()
+        handler = getattr(self, "_chunk_" + kind, None)
+        if handler is None or kind in ("post", "copy"):
+            return Reply(405, [("Allow", "GET, HEAD, PUT, DELETE")],
+                         body=b"method not allowed\n", reason="method not allowed")
+        try:
+            return handler(chunk_id, request, exchange)
+        except StorageError as exc:
+            return error_reply(exc)
+
+    def _wildcard_ok(self, host):
+        return self.wildcard and host.rpartition(":")[2] == str(self.config.listen_port)
+
+    # ---- chunks --------------------------------------------------------------------
+    def _chunk_put(self, chunk_id, request, exchange):
+        put_meta = chunkmeta.PutMeta(chunk_id, request.headers)
+        exchange.account = put_meta.fullpath.account
+        exchange.bucket = put_meta.fullpath.container
+        writer = self.repo.writer(chunk_id, request.content_length)
+        hasher = None if self.config.checksum == "off" else new_hasher(put_meta.method.algo)
+        return Upload(self, put_meta, writer, hasher, exchange)
+
+    def _open(self, chunk_id, exchange):
+        reader = self.repo.reader(chunk_id)
+        stored = chunkmeta.StoredMeta(chunk_id, reader.attrs)
+        fp = chunkmeta.FullPath.from_stored(stored.fullpath) if stored.fullpath else None
+        if fp is not None:
+            exchange.account = fp.account
+            exchange.bucket = fp.container
+        return reader, stored
+
+    def _size_ok(self, reader, stored):
+        size = stored.get("chunk_size")
+        if not size or stored.get("compression"):
+            return True
+        try:
+            return int(size) == reader.size
+        except ValueError:
+            return False
+
+    def _chunk_get(self, chunk_id, request, exchange):
+        reader, stored = self._open(chunk_id, exchange)
+        try:
+            if not self._size_ok(reader, stored):
+                reader.close()
+                return Reply(412, body=b"chunk size mismatch\n", reason="chunk size mismatch")
+            headers = stored.reply_headers()
+            headers.append(("Last-Modified", http_date(reader.mtime)))
+            size = reader.size
+            status = 200
+            offset, length = 0, size
+            range_value = request.headers.get("range")
+            if range_value:
+                wanted = parse_range(range_value, size)
+                if wanted is UNSATISFIABLE:
+                    reader.close()
+                    return Reply(416, reason="range not satisfiable")
+                if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
+                    offset, length = wanted
+                    status = 206
+                    headers.append(("Content-Range",
+                                    f"bytes {offset}-{offset + length - 1}/{size}"))
+        except BaseException:
+            reader.close()
+            raise
+        return Reply(status, headers, file=FileBody(reader.fd, offset, length, reader.close))
+
+    def _chunk_head(self, chunk_id, request, exchange):
+        reader, stored = self._open(chunk_id, exchange)
+        try:
+            stored_hash = stored.get("chunk_hash")
+            if not stored_hash:
+                return Reply(500, body=b"chunk has no stored hash\n", reason="no stored hash")
+            if not self._size_ok(reader, stored):
+                return Reply(412, reason="chunk size mismatch")
+            if request.headers.get("x-oio-check-hash", "").lower() == "true":
+                expected = request.headers.get(chunkmeta.PREFIX + "chunk-hash") or stored_hash
+                algo = "md5" if len(expected) == 32 else "blake3"
+                try:
+                    actual = streamio.hash_file(reader.fd, algo)
+                except OSError:
+                    return Reply(412, reason="I/O error while hashing")
+                if actual.upper() != expected.upper():
+                    return Reply(412, reason="chunk hash mismatch")
+            headers = stored.reply_headers()
+            headers.append(("Last-Modified", http_date(reader.mtime)))
+            headers.append(("Accept-Ranges", "bytes"))
+            return Reply(200, headers, length=reader.size)
+        finally:
+            reader.close()
+
+    def _chunk_del(self, chunk_id, request, exchange):
+        reader, stored = self._open(chunk_id, exchange)
+        reader.close()
+        self.repo.delete(chunk_id)
+        if self.events is not None:
+            self.events.emit("storage.chunk.deleted", exchange.reqid,
+                             stored.event_data(self.config.listen, self.config.service_id))
+        return Reply(204)
+
+    def chunk_created(self, put_meta, exchange):
+        if self.events is not None:
+            stored = chunkmeta.StoredMeta(put_meta.chunk_id, put_meta.xattrs())
+            self.events.emit("storage.chunk.new", exchange.reqid,
+                             stored.event_data(self.config.listen, self.config.service_id))
+
+    # ---- service routes ------------------------------------------------------------
+    def _service_route(self, path, request):
+        if self.volume is not None and not self.volume.ok:
+            return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
+        if request.method not in ("GET", "HEAD"):
+            return Reply(405, [("Allow", "GET, HEAD")], body=b"method not allowed\n",
+                         reason="method not allowed")
+        if path == "/info":
+            return self._info()
+        if path == "/stat":
+            if "format=prometheus" in request.query.split("&"):
+                return self._stat_prometheus()
+            return self._stat()
+        return Reply(405, reason="listing not available")  # /list: see issue 3
+
+    def _info(self):
+        cfg = self.config
+        lines = [f"namespace {cfg.namespace}", f"path {cfg.docroot}"]
+        if cfg.service_id:
+            lines.append(f"service_id {cfg.service_id}")
+        lines += [f"hash_depth {cfg.hash_depth}", f"hash_width {cfg.hash_width}"]
+        return Reply(200, [("Content-Type", "text/plain")],
+                     body=("\n".join(lines) + "\n").encode())
+
+    def _stat(self):
+        totals = self.stats.shared.totals()
+        lines = [f"counter {name} {totals[name]}" for name in COUNTERS]
+        lines.append(f"config volume {self.config.docroot}")
+        lines.append(f"config service_id {self.config.service_id}")
+        lines += self._gauge_lines(totals, "gauge {} {}")
+        return Reply(200, [("Content-Type", "text/plain")],
+                     body=("\n".join(lines) + "\n").encode())
+
+    def _gauge_lines(self, totals, fmt):
+        try:
+            vfs = os.statvfs(self.config.docroot)
+            free = vfs.f_bavail * vfs.f_frsize
+            used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+        except OSError:
+            free = used = 0
+        return [fmt.format("volume.free_bytes", free), fmt.format("volume.used_bytes", used),
+                fmt.format("connections", totals["connections"])]
+
+    def _stat_prometheus(self):
+        totals = self.stats.shared.totals()
+        out = ["# TYPE rawx_requests_hits_total counter"]
+        from storage.stats import KINDS
+        for kind in KINDS:
+            out.append(f'rawx_requests_hits_total{{method="{kind}"}} {totals["req.hits." + kind]}')
+        out.append("# TYPE rawx_requests_time_microseconds_total counter")
+        for kind in KINDS:
+            out.append(f'rawx_requests_time_microseconds_total{{method="{kind}"}} '
+                       f'{totals["req.time." + kind]}')
+        out.append("# TYPE rawx_replies_hits_total counter")
+        for status in ("2xx", "4xx", "5xx", "other", "403", "404"):
+            out.append(f'rawx_replies_hits_total{{status="{status}"}} '
+                       f'{totals["rep.hits." + status]}')
+        out.append("# TYPE rawx_bytes_read_total counter")
+        out.append(f"rawx_bytes_read_total {totals['rep.bread']}")
+        out.append("# TYPE rawx_bytes_written_total counter")
+        out.append(f"rawx_bytes_written_total {totals['rep.bwritten']}")
+        gauges = self._gauge_lines(totals, "{} {}")
+        names = {"volume.free_bytes": "rawx_volume_free_bytes",
+                 "volume.used_bytes": "rawx_volume_used_bytes",
+                 "connections": "rawx_open_connections"}
+        for line in gauges:
+            name, value = line.split()
+            out.append(f"# TYPE {names[name]} gauge")
+            out.append(f"{names[name]} {value}")
+        return Reply(200, [("Content-Type", "text/plain; version=0.0.4")],
+                     body=("\n".join(out) + "\n").encode())
+
+    # ---- accounting ----------------------------------------------------------------
+    def record(self, exchange, conn):
+        """Counters and the access log line for a finished (or abandoned) exchange."""
+        now = time.monotonic()
+        micros = int((now - exchange.started) * 1e6)
+        kind = exchange.kind
+        self.stats.finish(kind, exchange.status, micros, exchange.bytes_in,
+                          exchange.bytes_out)
+        if access_log.disabled or not access_log.isEnabledFor(logging.INFO):
+            return
+        request = exchange.request
+        ttfb = int((exchange.ttfb - exchange.started) * 1e6) if exchange.ttfb else micros
+        put, get, delete = self.stats.inflight()
+        method = request.method if request else "-"
+        path = request.path if request else "-"
+        host = request.headers.get("host") or "-" if request else "-"
+        account = _text(exchange.account)
+        bucket = _text(exchange.bucket)
+        access_log.info(
+            "%d access INF - %s %s %s %d %d %d %d - %s %s http %d put:%d get:%d del:%d "
+            "account:%s bucket:%s", self.pid, host, conn.peer, method, exchange.status, micros,
+            exchange.bytes_out, exchange.bytes_in, exchange.reqid or "-", path, ttfb, put,
+            get, delete, account, bucket)
+
+
+def _text(value):
+    if not value:
+        return "-"
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
