@@ -15,7 +15,7 @@ import zlib
 
 from storage import fast
 from storage.ec import gf, header
-from storage.ec.errors import (ECInsufficientFragments, ECInvalidFragmentMetadata,
+from storage.ec.errors import (ECBadFragmentChecksum, ECInsufficientFragments, ECInvalidFragmentMetadata,
                                ECInvalidParameter)
 from storage.ec.header import HEADER_SIZE
 
@@ -111,8 +111,6 @@ class Codec:
         if missing:
             survivors = tuple(sorted(frags)[:k])
             plan = self._plan(survivors, tuple(missing))
-            for s in survivors:
-                self._check_payload(frags[s])
             scratch = self._scratch(len(missing) * bs)
             outputs = []
             for j, i in enumerate(missing):
@@ -128,8 +126,6 @@ class Codec:
                     dest[lo:hi] = outputs[j][:hi - lo]
         for i in range(k):
             if i in frags:
-                if not missing:
-                    self._check_payload(frags[i])
                 lo = min(i * bs, n)
                 hi = min(lo + bs, n)
                 dest[lo:hi] = frags[i][1][:hi - lo]
@@ -159,8 +155,6 @@ class Codec:
         survivors = tuple(available[:self.k])
         fsize = HEADER_SIZE + bs
         views = self._output_views(outs, len(targets), fsize)
-        for s in survivors:
-            self._check_payload(frags[s])
         payloads = [v[HEADER_SIZE:fsize] for v in views]
         if targets and bs:
             plan = self._plan(survivors, tuple(targets))
@@ -225,11 +219,13 @@ class Codec:
         return memoryview(buf)
 
     def _collect(self, fragments):
-        """Parse and cross-check fragment headers. Returns ({index: (header,
+        """Parse and cross-check fragment headers; fragments whose payload
+        fails its inline CRC32 are left out. Returns ({index: (header,
         payload view, position)}, original size, blocksize)."""
         if isinstance(fragments, (bytes, bytearray, memoryview)):
             raise ECInvalidParameter("expected a list of fragments, got a single bytes-like object")
         frags = {}
+        corrupt = []
         first = None
         for pos, frag in enumerate(fragments):
             hdr = header.parse(frag, pos)
@@ -251,17 +247,22 @@ class Codec:
                 raise ECInvalidFragmentMetadata(
                     f"fragments from different segments: position {pos} has original size "
                     f"{hdr.orig_data_size}, position {first[1]} has {first[0].orig_data_size}")
-            if hdr.index not in frags:
-                frags[hdr.index] = (hdr, view[HEADER_SIZE:], pos)
+            if hdr.index in frags:
+                continue
+            payload = view[HEADER_SIZE:]
+            try:
+                header.check_payload(hdr, payload, pos)
+            except ECBadFragmentChecksum as exc:
+                corrupt.append(str(exc))      # usable only if enough others remain
+                continue
+            frags[hdr.index] = (hdr, payload, pos)
+        if len(frags) < self.k and corrupt:
+            raise ECBadFragmentChecksum(
+                f"{len(frags)} intact fragments, need {self.k}; " + "; ".join(corrupt))
         if len(frags) < self.k:
             raise ECInsufficientFragments(
                 f"{len(frags)} distinct fragments given ({sorted(frags)}), need {self.k}")
         return frags, first[0].orig_data_size, first[0].size
-
-    @staticmethod
-    def _check_payload(entry):
-        hdr, payload, pos = entry
-        header.check_payload(hdr, payload, pos)
 
     def _plan(self, survivors, targets):
         """Kernel matrix rebuilding ``targets`` from ``survivors`` (cached)."""
