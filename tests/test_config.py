@@ -171,9 +171,24 @@ def test_bad_boolean_names_the_directive(word):
     ("listen 127.0.0.1:http", "listen"),
     ("listen 127.0.0.1:70000", "listen"),
     ("Listen 127.0.0.1:-1", "listen"),
+    # Python's int()/float() would take these; a config file means plain decimals
+    ("hash_width 1_0", "hash_width"),
+    ("hash_depth \u0663", "hash_depth"),
+    ("timeout_idle inf", "timeout_idle"),
+    ("timeout_idle nan", "timeout_idle"),
+    ("timeout_read_request 1_0", "timeout_read_request"),
+    ("timeout_write_reply 1e3", "timeout_write_reply"),
 ])
 def test_bad_value_names_the_directive(line, name):
     assert error_of(BASE + line + "\n").startswith(name + ":")
+
+
+def test_plain_decimal_numbers():
+    conf = parse("hash_width +2\ntimeout_idle 1.5\ntimeout_read_header .25\n"
+                 "timeout_write_reply 30.\n")
+    assert conf.hash_width == 2
+    assert (conf.timeout_idle, conf.timeout_read_header) == (1.5, 0.25)
+    assert conf.timeout_write_reply == 30
 
 
 def test_events_need_a_beanstalk_agent():

@@ -8,6 +8,7 @@ share files with other tools). Deprecated ``grid_*`` aliases are accepted with a
 import dataclasses
 import logging
 import os
+import re
 import shlex
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ DEPRECATED_ALIASES = {
     "grid_buffer_size": "buffer_size",
 }
 ALIASES = {"Listen": "listen"}
+
+# Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
+# means plain decimal numbers.
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\Z", re.ASCII)
 
 
 class ConfigError(ValueError):
@@ -91,20 +97,18 @@ def _bool(name, value):
 
 
 def _int(name, value, low=None, high=None):
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if not _INTEGER.match(value):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    number = int(value, 10)
     if (low is not None and number < low) or (high is not None and number > high):
         raise ConfigError(f"{name}: {number} out of range [{low}, {high}]")
     return number
 
 
 def _seconds(name, value):
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
+    if not _DECIMAL.match(value):
+        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}")
+    number = float(value)
     if not number > 0:
         raise ConfigError(f"{name}: must be > 0, got {value!r}")
     return number
