@@ -486,3 +486,109 @@ def test_rename_by_link_rolls_back_when_source_stays(sio, tmp_path):
         undo()
     assert (locked / "src").read_bytes() == b"data"
     assert not (tmp_path / "dst").exists()
+
+
+# --------------------------------------------------------------- differential
+
+FAST, PURE = (import_twin(p.values[0]) for p in twin_params("streamio"))
+
+
+def _outcome(call):
+    try:
+        return ("ok", call())
+    except Exception as exc:  # the type is what is compared
+        return ("raised", type(exc))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pump_twins_agree(tmp_path, seed):
+    """Same bytes, same buffer size and limits: same (moved, status) steps,
+    same file bytes, same digest."""
+    rng = random.Random(seed)
+    data = rng.randbytes(rng.randint(0, 200_000))
+    bufsize = rng.choice([13, 4096, 65536, 1 << 20])
+    limits = [rng.randint(0, 50_000) for _ in range(8)]
+    seen = {}
+    for sio in (FAST, PURE):
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        peer.setblocking(False)
+        fd = os.open(tmp_path / sio.__name__, os.O_RDWR | os.O_CREAT, 0o644)
+        sent = peer.send(data) if data else 0  # whatever fits, without blocking
+        peer.shutdown(socket.SHUT_WR)
+        h, buf, steps = sio.Md5(), bytearray(bufsize), []
+        try:
+            for limit in limits:
+                steps.append(sio.pump(ours.fileno(), fd, buf, h, limit))
+        finally:
+            os.close(fd)
+            ours.close()
+            peer.close()
+        seen[sio] = (sent, steps, (tmp_path / sio.__name__).read_bytes(), h.hexdigest())
+    assert seen[FAST] == seen[PURE]
+    sent, _, written, digest = seen[FAST]
+    moved = min(sent, sum(limits))
+    assert written == data[:moved]
+    assert digest == hashlib.md5(data[:moved]).hexdigest()
+
+
+def test_bad_arguments_raise_the_same(tmp_path, pair, out):
+    ours, _ = pair
+    fd, _ = out
+    calls = [
+        lambda m: m.pump(ours.fileno(), fd, b"ro", None, 5),
+        lambda m: m.pump(ours.fileno(), fd, memoryview(bytearray(8))[::2], None, 5),
+        lambda m: m.pump(ours.fileno(), fd, bytearray(), None, 5),
+        lambda m: m.pump(ours.fileno(), fd, bytearray(8), None, -5),
+        lambda m: m.pump(ours.fileno(), fd, "text", None, 5),
+        lambda m: m.write_all(fd, "text", None),
+        lambda m: m.write_all(fd, None, None),
+        lambda m: m.hash_file(fd, "sha256"),
+        lambda m: m.hash_file(fd, "md5", 0, -2),
+        lambda m: m.hash_file(fd, "md5", 0, -1, b"ro"),
+        lambda m: m.write_xattrs(fd, {"user.x\0": b""}),
+        lambda m: m.write_xattrs(fd, {"user.x": None}),
+        lambda m: m.write_xattrs(fd, [("user.only-a-name",)]),
+        lambda m: m.rename_noreplace(b"bytes", "str"),
+        lambda m: m.Md5().update("text"),
+    ]
+    for call in calls:
+        assert _outcome(lambda: call(FAST)) == _outcome(lambda: call(PURE))
+        assert _outcome(lambda: call(FAST))[0] == "raised"
+
+
+def test_pump_with_foreign_md5_and_subclasses(pair, out):
+    """An Md5 of the other module or a subclass goes through .update()."""
+    ours, peer = pair
+    fd, path = out
+
+    class Counting(FAST.Md5):
+        calls = 0
+
+        def update(self, data):
+            Counting.calls += 1
+            super().update(data)
+
+    data = random.Random(9).randbytes(50_000)
+    peer.sendall(data)
+    for hasher in (PURE.Md5(), Counting()):
+        Counting.calls = 0  # Md5(data=b"") calls update once itself
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert FAST.pump(ours.fileno(), fd, bytearray(1000), hasher, 25_000) == (25_000, 1)
+        assert hasher.hexdigest() == hashlib.md5(data[:25_000]).hexdigest()
+        data = data[25_000:]
+    assert Counting.calls == 25
+
+
+def test_pump_hasher_error_propagates(sio, pair, out):
+    ours, peer = pair
+    fd, path = out
+
+    class Broken:
+        def update(self, data):
+            raise RuntimeError("hasher broke")
+
+    peer.sendall(b"x" * 100)
+    with pytest.raises(RuntimeError):
+        sio.pump(ours.fileno(), fd, bytearray(64), Broken(), 100)
+    assert path.read_bytes() == b""  # hashed before written: nothing written
