@@ -220,6 +220,23 @@ def measure_rss(row, server, uploads):
                    peak_mib=peaks.peak_mib(workers))
 
 
+def measure_guarded(row, srv, args):
+    """measure_get/measure_put; a crash becomes an error row and the server restarts."""
+    try:
+        if row.kind == "get":
+            return measure_get(row, srv, args.duration, args.connections)
+        return measure_put(row, srv, args.duration, args.connections, args.max_put_bytes)
+    except Exception as exc:
+        nan = float("nan")
+        note = "%s: %s" % (type(exc).__name__, exc)
+        if srv.proc.poll() is not None:
+            note += "; server exited with %s, log tail: %r" % (srv.proc.returncode,
+                                                              srv.log_tail(600))
+            srv.stop()
+            srv.start()  # same docroot: the GET chunks are still there
+        return Measure(nan, nan, nan, nan, errors=1, note=note)
+
+
 def start_servers(names, tmp, workers, node_bin):
     """Start the named servers, each in its own dir under tmp; return {name: server}."""
     servers = {}
@@ -312,6 +329,8 @@ def parse_args(argv):
     p.add_argument("--rss-uploads", type=int, default=64)
     p.add_argument("--node-bin", default=os.path.join(REPO, ".venv", "bin", "storage-node"))
     p.add_argument("--tmp", default=None, help="parent of the temp dir (default: $TMPDIR)")
+    p.add_argument("--keep-tmp", action="store_true",
+                   help="keep the temp dir (configs, logs, chunks) for a post-mortem")
     p.add_argument("--out", default=os.path.join(HERE, "out", "latest.md"))
     args = p.parse_args(argv)
     if args.quick:
@@ -347,11 +366,7 @@ def run(args):
                 for name, srv in servers.items():
                     print("%-22s %-5s ..." % (row.title, name), end=" ", flush=True,
                           file=sys.stderr)
-                    if row.kind == "get":
-                        m = measure_get(row, srv, args.duration, args.connections)
-                    else:
-                        m = measure_put(row, srv, args.duration, args.connections,
-                                        args.max_put_bytes)
+                    m = measure_guarded(row, srv, args)
                     results.setdefault(row.key, {})[name] = m
                     print("%.1f req/s %.1f MB/s%s" % (m.req_s, m.mb_s,
                                                       " ERRORS" if m.errors else ""),
@@ -374,7 +389,10 @@ def run(args):
                 print("peak %.1f MiB/worker%s" % (m.peak_mib, " ERRORS" if m.errors else ""),
                       file=sys.stderr)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep_tmp:
+            print("kept %s (server configs and logs)" % tmp, file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     header = [
         "# HTTP load: storage-node vs nginx",
         "",
@@ -383,7 +401,8 @@ def run(args):
         % (time.strftime("%Y-%m-%d %H:%M:%S"), os.cpu_count() or 0, nginx_version(),
            args.duration, args.connections, args.workers),
         "",
-        "Command: `%s`" % " ".join(["python", "bench/load.py"] + args.argv),
+        "Command: `%s`" % " ".join([".venv/bin/python", "bench/load.py"]
+                                    + list(getattr(args, "argv", []))),
     ]
     return render_table(args.rows, results, header), results
 
