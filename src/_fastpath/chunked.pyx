@@ -22,7 +22,8 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE,
                                 PyByteArray_Resize)
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
-from libc.string cimport memchr, memcpy
+from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
+from libc.string cimport memchr, memcpy, strcmp
 
 _MAX_CHUNK_SIZE = 2 ** 64 - 1
 
@@ -49,7 +50,7 @@ cdef signed char _HEXVAL[256]
 cdef const char *_HEXDIGITS = b"0123456789abcdef"
 
 
-cdef void _init_tables() noexcept:
+cdef int _init_tables() except -1:
     cdef int c
     cdef bytes tchar = (b"!#$%&'*+-.^_`|~0123456789"
                         b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -70,6 +71,7 @@ cdef void _init_tables() noexcept:
     for c in range(6):
         _HEXVAL[0x61 + c] = 10 + c
         _HEXVAL[0x41 + c] = 10 + c
+    return 0
 
 _init_tables()
 
@@ -148,8 +150,9 @@ cdef int _bytearray_append(bytearray b, const unsigned char *p, Py_ssize_t k) ex
 
 cdef object _byte_view(object data):
     """A 1-D unsigned-byte memoryview over any contiguous bytes-like data."""
-    cdef object mv = memoryview(data)
-    if mv.format != "B" or mv.ndim != 1:
+    cdef object mv = PyMemoryView_FromObject(data)
+    cdef Py_buffer *b = PyMemoryView_GET_BUFFER(mv)
+    if b.ndim != 1 or b.itemsize != 1 or b.format == NULL or strcmp(b.format, "B") != 0:
         mv = mv.cast("B")
     return mv
 

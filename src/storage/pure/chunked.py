@@ -162,9 +162,16 @@ def _parse_trailer_line(line):
 
 
 class ChunkedDecoder:
-    """Streaming decoder for a chunked body; see the module docstring."""
+    """Streaming decoder for a chunked body.
+
+    ``done`` turns True once the last-chunk and the trailer section are
+    complete; ``trailers`` is [(name_lower, value)] in arrival order, values
+    stripped of OWS; ``body_size`` counts the body bytes decoded so far.
+    """
 
     def __init__(self, max_line=4096, max_trailer_size=65536):
+        max_line = operator.index(max_line)
+        max_trailer_size = operator.index(max_trailer_size)
         if max_line < 1:
             raise ValueError("max_line must be >= 1")
         if max_trailer_size < 2:
@@ -180,12 +187,16 @@ class ChunkedDecoder:
         self.trailers = []
         self.body_size = 0
 
-    def _fail(self, reason):
-        self._error = reason
-        raise ChunkedError(reason)
-
     def feed(self, data):
-        """Decode ``data``; return (pieces, consumed). See ``_fastpath.chunked``."""
+        """Decode ``data`` (any contiguous bytes-like); return (pieces, consumed).
+
+        pieces: the body bytes found in this call, as non-empty memoryview
+        slices of ``data`` (no copy; they keep ``data``'s buffer exported while
+        alive). consumed: bytes of ``data`` used; less than len(data) only when
+        the body ended inside it, the rest being the next pipelined request.
+        After ``done``, returns ([], 0). Raises ChunkedError on malformed
+        input, and again on every later call.
+        """
         if self._error is not None:
             raise ChunkedError(self._error)
         mv = _byte_view(data)
