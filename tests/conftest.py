@@ -1,4 +1,8 @@
 import importlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest
 
@@ -13,3 +17,27 @@ def twin_params(name):
 
 def import_twin(modname):
     return importlib.import_module(modname)
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    """Start real nodes: ``node_factory(**config)``; all are killed at teardown."""
+    from nodeutil import Node
+
+    nodes = []
+
+    def make(sub="n", **kwargs):
+        path = tmp_path / f"{sub}{len(nodes)}"
+        path.mkdir()
+        node = Node(path, **kwargs).start()
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.kill()
+
+
+@pytest.fixture
+def node(node_factory):
+    return node_factory()

@@ -180,7 +180,6 @@ class Connection:
             self._refuse(exc)
             return
         self.exchange = Exchange(request, started)
-        self.exchange.bytes_in = end
         self.keep_alive = request.keep_alive and self.config.http_keepalive \
             and not self.worker.stopping
         self._dispatch(request)
@@ -425,6 +424,7 @@ class Connection:
             exchange.status = reply.status
             exchange.reason = reply.reason
             exchange.ttfb = time.monotonic()
+            exchange.bytes_out = -len(head)  # the log and counters report body bytes
         self.state = S_WRITE
         self.deadline = time.monotonic() + self.config.timeout_write_reply
         out = self.out

@@ -320,6 +320,7 @@ class RawxApp:
         now = time.monotonic()
         micros = int((now - exchange.started) * 1e6)
         kind = exchange.kind
+        exchange.bytes_out = max(0, exchange.bytes_out)  # a head cut short counts nothing
         self.stats.finish(kind, exchange.status, micros, exchange.bytes_in,
                           exchange.bytes_out)
         if access_log.disabled or not access_log.isEnabledFor(logging.INFO):
