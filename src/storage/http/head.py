@@ -8,6 +8,7 @@ import re
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
 
 
 class HttpError(Exception):
@@ -72,10 +73,12 @@ def parse_head(data):
         ver = 11
     elif version == b"HTTP/1.0":
         ver = 10
-    elif version.startswith(b"HTTP/") and len(version) == 8 and version[5:6].isdigit():
-        raise HttpError(505, "HTTP version not supported")
-    else:
+    elif not _VERSION.match(version):
         raise HttpError(400, "malformed HTTP version")
+    elif version.startswith(b"HTTP/1."):
+        ver = 11  # a higher minor version is served as the highest we know (RFC 9112 2.3)
+    else:
+        raise HttpError(505, "HTTP version not supported")
     if not target.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in target):
         raise HttpError(400, "invalid request target")
 
