@@ -1,0 +1,107 @@
+"""Fuzz target: the HTTP/1.x request-head parser (``storage.http.head``).
+
+Run with atheris (``make fuzz``):  python fuzz/fuzz_head.py -runs=20000
+``TestOneInput`` needs nothing but the parser, so tests import it and smoke-run it
+over hypothesis inputs without atheris installed.
+
+The first input byte picks how the rest is searched for the end of the head (whole,
+or grown in steps the way the connection does it, resuming 3 bytes before the last
+scan); every head found is parsed. Any exception other than HttpError, an HttpError
+with a status outside the ones the parser documents or a multi-line reason, a
+request that breaks the parser's invariants, or a parsed request that does not
+parse back to the same thing once re-serialized is a crash.
+"""
+import sys
+
+from storage.http.head import TOKEN, HttpError, find_head_end, parse_head
+
+STATUSES = {400, 417, 501, 505}
+
+
+def find_incrementally(wire, step):
+    """find_head_end over a buffer growing by ``step`` bytes, as a connection reads."""
+    buf = bytearray()
+    scanned = 0
+    for pos in range(0, len(wire), step):
+        buf += wire[pos:pos + step]
+        end = find_head_end(buf, max(0, scanned - 3))
+        if end >= 0:
+            return end
+        scanned = len(buf)
+    return -1
+
+
+def serialize(req):
+    """Bytes of a head equivalent to the parsed ``req``."""
+    version = b"HTTP/1.1" if req.version == 11 else b"HTTP/1.0"
+    lines = [req.method.encode("ascii") + b" " + req.target.encode("latin-1") + b" " + version]
+    lines += [name.encode("ascii") + b": " + value.encode("latin-1")
+              for name, value in req.fields]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def describe(req):
+    return (req.method, req.target, req.path, req.query, req.version, req.headers,
+            req.fields, req.keep_alive, req.content_length, req.chunked,
+            req.expect_continue)
+
+
+def check_request(req):
+    assert TOKEN.match(req.method.encode("ascii")), req.method
+    assert req.target.startswith("/"), req.target
+    assert not any(ord(c) <= 0x20 or ord(c) == 0x7F for c in req.target), req.target
+    assert req.path + ("?" + req.query if "?" in req.target else "") == req.target
+    assert req.version in (10, 11)
+    assert isinstance(req.keep_alive, bool) and isinstance(req.chunked, bool)
+    assert isinstance(req.expect_continue, bool)
+    if req.chunked:
+        assert req.content_length is None and req.version == 11
+    if req.content_length is not None:
+        assert isinstance(req.content_length, int) and req.content_length >= 0
+    if req.version == 11:
+        assert "host" in req.headers
+    for name, value in req.fields:
+        assert name == name.lower() and TOKEN.match(name.encode("ascii")), name
+        assert "\r" not in value and "\n" not in value and "\0" not in value
+        assert value == value.strip(" \t")
+    assert set(req.headers) == {name for name, _ in req.fields}
+
+
+def parse_checked(head):
+    """parse_head, with HttpError checked and returned rather than raised."""
+    try:
+        req = parse_head(head)
+    except HttpError as exc:
+        assert exc.status in STATUSES, (exc.status, head)
+        assert exc.reason and "\n" not in exc.reason, exc.reason
+        return exc
+    check_request(req)
+    again = parse_head(serialize(req))
+    assert describe(again) == describe(req), head
+    return req
+
+
+def TestOneInput(data):
+    if not data:
+        return
+    ctl = data[0]
+    wire = bytes(data[1:])
+    if ctl & 0x80:
+        # the parser must cope with whatever ends in CRLFCRLF, heads found or not
+        parse_checked(wire + b"\r\n\r\n")
+    end = find_head_end(wire)
+    step = 1 + (ctl & 0x3F)
+    assert find_incrementally(wire, step) == end
+    assert find_head_end(bytearray(wire)) == end
+    if end < 0:
+        assert b"\r\n\r\n" not in wire
+        return
+    assert wire[end - 4:end] == b"\r\n\r\n" and b"\r\n\r\n" not in wire[:end - 1]
+    parse_checked(wire[:end])
+
+
+if __name__ == "__main__":
+    import atheris
+
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
