@@ -2,7 +2,8 @@
 
 1. bench/load.py: the HTTP load comparison, our node vs nginx;
 2. bench/bench_ec.py, if present, as a script;
-3. pytest micro-benchmarks under bench/ (test_*.py), if any, with --benchmark-enable.
+3. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
+   test functions), if any, with --benchmark-enable.
 
 Each step runs in its own process; a failing step does not stop the next one.
 The exit status is the worst of the steps (1 if any failed or missed a target).
@@ -13,6 +14,7 @@ The exit status is the worst of the steps (1 if any failed or missed a target).
 import argparse
 import glob
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,10 +38,25 @@ def steps(args):
     if os.path.exists(ec):
         out.append(("bench_ec", [py, ec] + (["--quick"] if args.quick and _takes_quick(ec)
                                             else [])))
-    if not args.skip_micro and glob.glob(os.path.join(HERE, "test_*.py")):
+    micro = micro_files()
+    if micro and not args.skip_micro:
         out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              os.path.relpath(HERE, REPO), "--benchmark-enable"]))
+                              "--benchmark-enable"] + micro))
     return out
+
+
+def micro_files():
+    """pytest-benchmark modules under bench/, as paths relative to the repo.
+
+    pytest only collects test_*.py from a directory by default, so the
+    bench_*.py modules that hold test functions are named explicitly.
+    """
+    names = sorted(glob.glob(os.path.join(HERE, "test_*.py")))
+    for path in sorted(glob.glob(os.path.join(HERE, "bench_*.py"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if re.search(r"^def test_", f.read(), re.M):
+                names.append(path)
+    return [os.path.relpath(n, REPO) for n in names]
 
 
 def _takes_quick(script):
