@@ -237,6 +237,20 @@ def measure_guarded(row, srv, args):
         return Measure(nan, nan, nan, nan, errors=1, note=note)
 
 
+def median_measure(row, measures):
+    """The run with the median ratio metric; errors of all runs are summed."""
+    key = (lambda m: m.req_s) if row.metric == "req/s" else (lambda m: m.mb_s)
+    ok = [m for m in measures if not m.errors] or measures
+    pick = sorted(ok, key=key)[(len(ok) - 1) // 2]
+    if len(measures) == 1:
+        return pick
+    errors = sum(m.errors for m in measures)
+    notes = "; ".join(m.note for m in measures if m.note)
+    vals = ", ".join(fmt(key(m)) for m in measures)
+    return Measure(pick.req_s, pick.mb_s, pick.p50_ms, pick.p99_ms, errors,
+                   ("median of %s %s" % (row.metric, vals)) + ("; " + notes if notes else ""))
+
+
 def start_servers(names, tmp, workers, node_bin):
     """Start the named servers, each in its own dir under tmp; return {name: server}."""
     servers = {}
@@ -322,6 +336,8 @@ def parse_args(argv):
     p.add_argument("--only", default="", help="comma-separated rows: " + ",".join(ROW_KEYS))
     p.add_argument("--servers", default="auto",
                    help="ours,nginx | nginx | ours | auto (ours only if src/storage/cli.py exists)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per row and server, alternating the order; the median is kept")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="worker processes of each server")
     p.add_argument("--max-put-bytes", type=int, default=4 << 30,
@@ -363,14 +379,20 @@ def run(args):
             for row in args.rows:
                 if row.kind == "rss":
                     continue
-                for name, srv in servers.items():
-                    print("%-22s %-5s ..." % (row.title, name), end=" ", flush=True,
-                          file=sys.stderr)
-                    m = measure_guarded(row, srv, args)
-                    results.setdefault(row.key, {})[name] = m
-                    print("%.1f req/s %.1f MB/s%s" % (m.req_s, m.mb_s,
-                                                      " ERRORS" if m.errors else ""),
-                          file=sys.stderr)
+                runs = {name: [] for name in servers}
+                order = list(servers)
+                for rep in range(args.repeat):
+                    # Alternate who goes first: drift on a shared machine hits both.
+                    for name in (order if rep % 2 == 0 else order[::-1]):
+                        print("%-22s %-5s ..." % (row.title, name), end=" ", flush=True,
+                              file=sys.stderr)
+                        m = measure_guarded(row, servers[name], args)
+                        runs[name].append(m)
+                        print("%.1f req/s %.1f MB/s%s" % (m.req_s, m.mb_s,
+                                                          " ERRORS" if m.errors else ""),
+                              file=sys.stderr)
+                for name, ms in runs.items():
+                    results.setdefault(row.key, {})[name] = median_measure(row, ms)
         finally:
             stop_servers(servers)
         for row in args.rows:
@@ -396,10 +418,12 @@ def run(args):
     header = [
         "# HTTP load: storage-node vs nginx",
         "",
-        "%s; %d CPUs; nginx %s; %d s per row and server; %d connections; %d workers each; "
+        "%s; %d CPUs; nginx %s; %g s per row and server%s; %d connections; %d workers each; "
         "wrk -t2 for GET, bench/load_put.py (2 processes) for PUT; MB = 10^6 payload bytes."
         % (time.strftime("%Y-%m-%d %H:%M:%S"), os.cpu_count() or 0, nginx_version(),
-           args.duration, args.connections, args.workers),
+           args.duration,
+           " (median of %d alternating runs)" % args.repeat if args.repeat > 1 else "",
+           args.connections, args.workers),
         "",
         "Command: `%s`" % " ".join([".venv/bin/python", "bench/load.py"]
                                     + list(getattr(args, "argv", []))),

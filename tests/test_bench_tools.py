@@ -268,3 +268,13 @@ def test_nginx_serves_puts_and_ranges(tmp_path):
         pid = srv.proc.pid
     assert srv.proc.returncode is not None
     assert load_servers.memory_kib(pid) is None
+
+
+def test_median_measure_prefers_clean_runs():
+    row = {r.key: r for r in load.ROWS}["get_1m"]
+    m = load.Measure
+    runs = [m(1, 300.0, 1, 2), m(1, 100.0, 1, 2), m(1, 900.0, 1, 2, errors=2, note="boom"),
+            m(1, 200.0, 1, 2)]
+    med = load.median_measure(row, runs)
+    assert med.mb_s == 200.0 and med.errors == 2 and "boom" in med.note
+    assert load.median_measure(row, runs[:1]) is runs[0]
