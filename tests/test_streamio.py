@@ -244,6 +244,27 @@ def test_pump_disk_error(sio, pair, tmp_path, kind, target):
         os.close(fd)
     assert info.value.errno == code
     assert isinstance(info.value, OSError)
+    # the first piece (one buffer) was taken from the socket, then its write failed
+    assert info.value.received == 1024
+
+
+def test_pump_disk_error_counts_earlier_pieces(sio, pair, tmp_path):
+    """received covers pieces written before the failing one: a caller keeps framing."""
+    ours, peer = pair
+    limit_fd = os.open("/dev/full", os.O_WRONLY)
+    peer.sendall(b"y" * 3000)
+    try:
+        with pytest.raises(sio.DiskWriteError) as info:
+            sio.pump(ours.fileno(), limit_fd, bytearray(1000), None, 3000)
+    finally:
+        os.close(limit_fd)
+    rest = b""
+    ours.setblocking(False)
+    try:
+        rest = ours.recv(10000)
+    except BlockingIOError:
+        pass
+    assert info.value.received + len(rest) == 3000
 
 
 @pytest.mark.parametrize("kind", ["md5", "blake3"])

@@ -243,9 +243,9 @@ cdef int _pump_raw(int sockfd, int filefd, char *p, Py_ssize_t cap,
         if ctx != NULL and EVP_DigestUpdate(ctx, p, <size_t>got) != 1:
             return FAIL_HASH
         err[0] = _write_full(filefd, p, <size_t>got)
+        moved[0] += got  # on failure: consumed from the socket (DiskWriteError.received)
         if err[0]:
             return FAIL_WRITE
-        moved[0] += got
     return PUMP_LIMIT
 
 
@@ -270,8 +270,9 @@ def pump(int sockfd, int filefd, buf, hasher, Py_ssize_t limit):
     ``buf`` is the caller's reusable writable buffer (any size). Returns
     ``(bytes moved, status)`` with status 0 (AGAIN: the socket would block),
     1 (LIMIT reached) or 2 (EOF from the peer). Bytes count as moved once
-    written. Raises DiskWriteError on a file write error, OSError on a socket
-    error.
+    written. Raises DiskWriteError on a file write error (its ``received``
+    attribute: bytes taken from the socket by this call, so a caller can keep
+    its framing), OSError on a socket error.
     """
     cdef Py_buffer view
     cdef Py_ssize_t moved = 0, got
@@ -321,10 +322,10 @@ def pump(int sockfd, int filefd, buf, hasher, Py_ssize_t limit):
                 update(pieces[:got])
                 with nogil:
                     err = _write_full(filefd, p, <size_t>got)
+                moved += got
                 if err:
                     rc = FAIL_WRITE
                     break
-                moved += got
             else:
                 rc = PUMP_LIMIT
     finally:
@@ -332,7 +333,9 @@ def pump(int sockfd, int filefd, buf, hasher, Py_ssize_t limit):
     if rc == FAIL_RECV:
         raise _os_error(err)
     if rc == FAIL_WRITE:
-        raise DiskWriteError(err, os.strerror(err))
+        exc = DiskWriteError(err, os.strerror(err))
+        exc.received = moved  # bytes taken from the socket, the failed piece included
+        raise exc
     if rc == FAIL_HASH:
         raise ValueError("MD5 update failed")
     return moved, rc

@@ -23,6 +23,7 @@ from storage.stats import SharedStats
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 SIGINT_GRACE = 1.0
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def bind_sockets(host, port, count):
@@ -131,6 +132,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.loop.register(self.listener, READ)
         self.probe.run_once()
         self.loop.call_later(self.config.probe_interval, self._probe)
@@ -166,9 +168,17 @@ class Master:
         self.stats = SharedStats(count)
 
     def _spawn(self, index):
-        pid = os.fork()
+        # Stop signals stay blocked across fork until the worker has its own handlers:
+        # one landing in between would run the master's handler in the child and be lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            raise
         if pid == 0:
             code = 0
+            self.children.clear()
             try:
                 _die_with_parent()
                 for i, sock in enumerate(self.socks):
@@ -182,6 +192,7 @@ class Master:
                 logging.shutdown()
                 os._exit(code)
         self.children[pid] = index
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _on_signal(self, signum, frame):
         self.stop_signal = signum

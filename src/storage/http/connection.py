@@ -331,8 +331,8 @@ class Connection:
         self.send_reply(reply)
 
     def _upload_failed(self, exc, in_pump=False):
-        """The write side failed (disk full, I/O error): answer, then close. Bytes the
-        failed call had read are unknown, so drain an under-estimate and close."""
+        """The write side failed (disk full, I/O error): drain what the client still
+        sends (bounded), answer, then close."""
         upload, self.upload = self.upload, None
         reply = upload.fail(exc)
         reply.close = True
@@ -342,7 +342,9 @@ class Connection:
             self.send_reply(reply)
             return
         if in_pump:
-            self.remaining = max(0, self.remaining - len(self.worker.buffer))
+            taken = getattr(exc, "received", 0)
+            self.remaining -= taken
+            self.exchange.bytes_in += taken
         self._reply_after_body(reply, body_started=True)
 
     def _client_gone(self):

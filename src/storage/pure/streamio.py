@@ -93,7 +93,11 @@ def pump(sockfd, filefd, buf, hasher, limit):
             piece = view[:got]
             if hasher is not None:
                 hasher.update(piece)
-            _write_full(filefd, piece)
+            try:
+                _write_full(filefd, piece)
+            except DiskWriteError as exc:
+                exc.received = moved + got
+                raise
             moved += got
         return moved, LIMIT
     finally:
