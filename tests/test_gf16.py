@@ -143,3 +143,19 @@ def test_fast_kernels_agree_with_twin(data):
         mod.gf16_matmul(matrix, ins, outs, kernel=kernel)
         results.append(outs)
     assert all(r == results[0] for r in results)
+
+
+@pytest.mark.parametrize("size,lens", [(0, [4, 4]), (10, [4, 4, 4]), (12, [4, 4, 4]),
+                                       (5, [2, 0, 6]), (20, [8])])
+def test_split_into(mod, size, lens):
+    data = bytes(range(1, size + 1))
+    outs = [bytearray(b"\xff" * n) for n in lens]
+    copied = mod.split_into(data, outs)
+    padded = data + bytes(max(0, sum(lens) - size))
+    assert copied == min(size, sum(lens))
+    assert b"".join(outs) == padded[:sum(lens)]
+
+
+def test_split_into_readonly(mod):
+    with pytest.raises((TypeError, BufferError)):
+        mod.split_into(b"abc", [bytes(3)])

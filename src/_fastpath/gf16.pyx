@@ -12,6 +12,7 @@ import os
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from libc.stdint cimport uint8_t, uint16_t
+from libc.string cimport memcpy, memset
 
 KERNEL_ENV = "STORAGE_NODE_GF16_KERNEL"
 
@@ -157,3 +158,33 @@ def gf16_matmul(matrix, inputs, outputs, kernel=None):
             PyBuffer_Release(&in_views[i])
         for i in range(n_out):
             PyBuffer_Release(&out_views[i])
+
+
+def split_into(data, outputs):
+    """Copy ``data`` (bytes-like) across ``outputs`` (writable buffers) in
+    order: each output receives the next len(output) bytes, zero-filled past
+    the end of data. Returns the number of data bytes copied. GIL released."""
+    cdef Py_buffer src
+    cdef Py_buffer dst
+    cdef Py_ssize_t offset = 0, count
+    PyObject_GetBuffer(data, &src, PyBUF_SIMPLE)
+    try:
+        for out in outputs:
+            PyObject_GetBuffer(out, &dst, PyBUF_SIMPLE | PyBUF_WRITABLE)
+            try:
+                count = src.len - offset
+                if count > dst.len:
+                    count = dst.len
+                if count < 0:
+                    count = 0
+                with nogil:
+                    if count:
+                        memcpy(dst.buf, <const char *>src.buf + offset, count)
+                    if count < dst.len:
+                        memset(<char *>dst.buf + count, 0, dst.len - count)
+                offset += count
+            finally:
+                PyBuffer_Release(&dst)
+    finally:
+        PyBuffer_Release(&src)
+    return offset

@@ -47,7 +47,6 @@ class Codec:
         self._parity = self._gf16.Gf16Matrix(self.generator[k:])
         self._plans = {}
         self._local = threading.local()
-        self._zeros = bytes(0)
 
     # -- sizes ---------------------------------------------------------------
     def blocksize(self, data_len):
@@ -70,13 +69,7 @@ class Codec:
         fsize = HEADER_SIZE + bs
         outs = self._output_views(fragments, self.n, fsize)
         payloads = [o[HEADER_SIZE:fsize] for o in outs]
-        for i in range(self.k):
-            lo = min(i * bs, n)
-            hi = min(lo + bs, n)
-            count = hi - lo
-            payloads[i][:count] = data[lo:hi]
-            if count < bs:
-                payloads[i][count:] = self._zero_bytes(bs - count)
+        self._gf16.split_into(data, payloads[:self.k])
         if bs:
             self._gf16.gf16_matmul(self._parity, payloads[:self.k], payloads[self.k:])
         for i in range(self.n):
@@ -123,12 +116,13 @@ class Codec:
                 if (i + 1) * bs > dest.nbytes:
                     lo = min(i * bs, n)
                     hi = min(lo + bs, n)
-                    dest[lo:hi] = outputs[j][:hi - lo]
+                    self._gf16.split_into(outputs[j][:hi - lo], [dest[lo:hi]])
+        split = self._gf16.split_into   # copies with the GIL released
         for i in range(k):
             if i in frags:
                 lo = min(i * bs, n)
                 hi = min(lo + bs, n)
-                dest[lo:hi] = frags[i][1][:hi - lo]
+                split(frags[i][1][:hi - lo], [dest[lo:hi]])
         return n
 
     def decode(self, fragments):
@@ -205,12 +199,8 @@ class Codec:
 
     def _write_header(self, view, index, bs, n, payload):
         crc = zlib.crc32(payload) if self.chksum_type == header.CHKSUM_CRC32 else 0
-        header.pack_into(view, 0, index, bs, n, self.chksum_type, crc, self.library_version)
-
-    def _zero_bytes(self, count):
-        if len(self._zeros) < count:
-            self._zeros = bytes(count)
-        return memoryview(self._zeros)[:count]
+        view[:HEADER_SIZE] = header.packed(index, bs, n, self.chksum_type, crc,
+                                           self.library_version)
 
     def _scratch(self, size):
         buf = getattr(self._local, "scratch", None)

@@ -68,24 +68,51 @@ def crc32_alt(data):
     return crc ^ 0xFFFFFFFF
 
 
+_PACKED = {}          # (fields) -> 80 header bytes: segments repeat their sizes
+_PARSED = {}          # 80 header bytes -> FragmentHeader (validation is a pure function of them)
+_CACHE_LIMIT = 1024
+
+
+def _remember(cache, key, value):
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _build(index, size, orig_data_size, chksum_type, payload_crc, library_version):
+    raw = bytearray(HEADER_SIZE)
+    checksums = (payload_crc if chksum_type == CHKSUM_CRC32 else 0, 0, 0, 0, 0, 0, 0, 0)
+    _META.pack_into(raw, 0, index, size, 0, orig_data_size, chksum_type, *checksums,
+                    0, BACKEND_ID_RS_VAND, BACKEND_VERSION)
+    meta_crc = zlib.crc32(raw[:METADATA_SIZE])
+    _TAIL.pack_into(raw, METADATA_SIZE, MAGIC, library_version, meta_crc)
+    return bytes(raw)
+
+
+def packed(index, size, orig_data_size, chksum_type=CHKSUM_NONE, payload_crc=0,
+           library_version=DEFAULT_LIBRARY_VERSION):
+    """The 80 header bytes for these fields (cached: segments repeat sizes)."""
+    key = (index, size, orig_data_size, chksum_type, payload_crc, library_version)
+    raw = _PACKED.get(key)
+    if raw is None:
+        raw = _build(*key)
+        if chksum_type != CHKSUM_CRC32:   # CRC headers are one-offs: do not cache
+            _remember(_PACKED, key, raw)
+    return raw
+
+
 def pack_into(buf, offset, index, size, orig_data_size, chksum_type=CHKSUM_NONE,
               payload_crc=0, library_version=DEFAULT_LIBRARY_VERSION):
     """Write a header at buf[offset:offset+80] (buf writable, any bytes-like)."""
-    checksums = (payload_crc if chksum_type == CHKSUM_CRC32 else 0, 0, 0, 0, 0, 0, 0, 0)
-    view = memoryview(buf).cast("B")[offset:offset + HEADER_SIZE]
-    _META.pack_into(view, 0, index, size, 0, orig_data_size, chksum_type, *checksums,
-                    0, BACKEND_ID_RS_VAND, BACKEND_VERSION)
-    meta_crc = zlib.crc32(view[:METADATA_SIZE])
-    _TAIL.pack_into(view, METADATA_SIZE, MAGIC, library_version, meta_crc)
-    view[71:HEADER_SIZE] = bytes(HEADER_SIZE - 71)
+    raw = packed(index, size, orig_data_size, chksum_type, payload_crc, library_version)
+    memoryview(buf).cast("B")[offset:offset + HEADER_SIZE] = raw
 
 
 def pack(index, size, orig_data_size, chksum_type=CHKSUM_NONE, payload_crc=0,
          library_version=DEFAULT_LIBRARY_VERSION):
     """A new 80-byte header as bytes."""
-    buf = bytearray(HEADER_SIZE)
-    pack_into(buf, 0, index, size, orig_data_size, chksum_type, payload_crc, library_version)
-    return bytes(buf)
+    return _build(index, size, orig_data_size, chksum_type, payload_crc, library_version)
 
 
 def parse(fragment, position=None):
@@ -94,8 +121,12 @@ def parse(fragment, position=None):
     Checks the length, magic, metadata checksum (both CRC variants), backend
     id and version, and checksum type; raises ECInvalidFragmentMetadata naming
     the problem (and ``position`` in the caller's list when given)."""
-    where = "" if position is None else f" (fragment at position {position})"
     view = memoryview(fragment).cast("B")
+    key = bytes(view[:HEADER_SIZE])
+    hdr = _PARSED.get(key)
+    if hdr is not None:
+        return hdr
+    where = "" if position is None else f" (fragment at position {position})"
     if view.nbytes < HEADER_SIZE:
         raise ECInvalidFragmentMetadata(
             f"fragment is {view.nbytes} bytes, shorter than the {HEADER_SIZE}-byte header{where}")
@@ -117,8 +148,11 @@ def parse(fragment, position=None):
             f"backend version 0x{backend_version:08x}, expected 0x{BACKEND_VERSION:08x}{where}")
     if ctype not in CHKSUM_NAMES:
         raise ECInvalidFragmentMetadata(f"unknown checksum type {ctype}{where}")
-    return FragmentHeader(index, size, orig, ctype, chksum, mismatch, backend_id,
-                          backend_version, libver, meta_crc)
+    hdr = FragmentHeader(index, size, orig, ctype, chksum, mismatch, backend_id,
+                         backend_version, libver, meta_crc)
+    if ctype != CHKSUM_CRC32:
+        _remember(_PARSED, key, hdr)
+    return hdr
 
 
 def check_payload(hdr, payload, position=None):

@@ -88,3 +88,20 @@ def gf16_matmul(matrix, inputs, outputs, kernel=None):
     results = gf.matmul_words(mat._rows, words)
     for v, res in zip(out_views, results):
         np.frombuffer(v, dtype="<u2")[:] = res
+
+
+def split_into(data, outputs):
+    """Copy ``data`` across ``outputs`` in order: each output receives the
+    next len(output) bytes, zero-filled past the end of data. Returns the
+    number of data bytes copied."""
+    src = memoryview(data).cast("B")
+    offset = 0
+    for out in outputs:
+        dst = memoryview(out).cast("B")
+        if dst.readonly:
+            raise TypeError("output is not writable")
+        count = max(0, min(dst.nbytes, src.nbytes - offset))
+        dst[:count] = src[offset:offset + count]
+        dst[count:] = bytes(dst.nbytes - count)
+        offset += count
+    return offset
