@@ -42,6 +42,12 @@ _INT64_MAX = (1 << 63) - 1
 _PATH_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@")
 
 
+def _unquote(text):
+    """Percent-decode header text into bytes. The text is the latin-1 view of the wire
+    bytes: unquote_to_bytes(str) would re-encode raw non-ASCII bytes as UTF-8."""
+    return unquote_to_bytes(text.encode("latin-1"))
+
+
 def valid_chunk_id(text):
     """True for 24 to 64 ASCII hex characters."""
     return _HEX_ID.match(text) is not None
@@ -97,10 +103,10 @@ class FullPath:
         if len(parts) != 5:
             raise BadRequest("invalid full-path: expected 5 parts")
         try:
-            account, container, path = (unquote_to_bytes(p) for p in parts[:3])
-            version = unquote_to_bytes(parts[3]).decode("ascii")
-            content_id = unquote_to_bytes(parts[4]).decode("ascii")
-        except UnicodeDecodeError:
+            account, container, path = (_unquote(p) for p in parts[:3])
+            version = _unquote(parts[3]).decode("ascii")
+            content_id = _unquote(parts[4]).decode("ascii")
+        except UnicodeError:
             raise BadRequest("invalid full-path: non-ASCII version or content id") from None
         if not account or not container or not path:
             raise BadRequest("invalid full-path: empty account, container or path")
@@ -115,9 +121,9 @@ class FullPath:
         parts = stored.split("/")
         if len(parts) != 5:
             return None
-        return cls(stored, unquote_to_bytes(parts[0]), unquote_to_bytes(parts[1]),
-                   unquote_to_bytes(parts[2]), unquote_to_bytes(parts[3]).decode("latin-1"),
-                   unquote_to_bytes(parts[4]).decode("latin-1").upper())
+        return cls(stored, _unquote(parts[0]), _unquote(parts[1]), _unquote(parts[2]),
+                   _unquote(parts[3]).decode("latin-1"),
+                   _unquote(parts[4]).decode("latin-1").upper())
 
 
 class ChunkMethod:
@@ -153,7 +159,7 @@ def ext_attrs(fields):
     for name, value in fields:
         if name.startswith(EXT_PREFIX) and len(name) > len(EXT_PREFIX):
             key = canonical_header(name)[len(EXT_PREFIX):]
-            attrs[XATTR_EXT + key] = unquote_to_bytes(value)
+            attrs[XATTR_EXT + key] = _unquote(value)
     return attrs
 
 
@@ -202,7 +208,7 @@ class PutMeta:
         if cid and cid.upper() != container_id(fp.account, fp.container):
             raise BadRequest("container-id does not match the full-path")
         content_path = _hdr(headers, "content-path")
-        if content_path and unquote_to_bytes(content_path) != fp.path:
+        if content_path and _unquote(content_path) != fp.path:
             raise BadRequest("content-path does not match the full-path")
         version = _hdr(headers, "content-version")
         if version and version != fp.version:
