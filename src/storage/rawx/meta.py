@@ -37,6 +37,7 @@ _HEX_ID = re.compile(r"[0-9A-Fa-f]{24,64}\Z", re.ASCII)
 _HEX_0_64 = re.compile(r"[0-9A-Fa-f]{0,64}\Z", re.ASCII)
 _INT64 = re.compile(r"[+-]?[0-9]+\Z", re.ASCII)
 _INT64_MAX = (1 << 63) - 1
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
 # Content-Path reply escaping keeps these bytes as they are (like Go's url.PathEscape
 # as the reference uses it), escapes the rest with upper-case hex.
 _PATH_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@")
@@ -154,12 +155,17 @@ def _hdr(headers, name):
 
 
 def ext_attrs(fields):
-    """{xattr: bytes} for every X-Oio-Ext-* field of an iterable of (lname, value)."""
+    """{xattr: bytes} for every X-Oio-Ext-* field of an iterable of (lname, value).
+    Raises BadRequest for a value whose percent-decoding holds a control byte: a CR/LF
+    would come back as a header line in GET replies, a NUL cannot be an xattr value."""
     attrs = {}
     for name, value in fields:
         if name.startswith(EXT_PREFIX) and len(name) > len(EXT_PREFIX):
             key = canonical_header(name)[len(EXT_PREFIX):]
-            attrs[XATTR_EXT + key] = _unquote(value)
+            raw = _unquote(value)
+            if _CONTROL.search(raw):
+                raise BadRequest(f"invalid {canonical_header(name)}: control character")
+            attrs[XATTR_EXT + key] = raw
     return attrs
 
 
