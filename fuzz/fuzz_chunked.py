@@ -98,5 +98,8 @@ def TestOneInput(data):
 if __name__ == "__main__":
     import atheris
 
+    # coverage guidance comes from the (instrumented) pure twin, whose branches
+    # mirror the compiled decoder's
+    atheris.instrument_all()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
