@@ -24,6 +24,7 @@ from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from libc.string cimport memchr, memcpy, strcmp
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 _MAX_CHUNK_SIZE = 2 ** 64 - 1
 
@@ -172,7 +173,8 @@ cdef class ChunkedDecoder:
             raise ValueError("max_line must be >= 1")
         if max_trailer_size < 2:
             raise ValueError("max_trailer_size must be >= 2")
-        self._max_line = max_line
+        # keep max_line + 2 from overflowing; no line that long fits in memory anyway
+        self._max_line = min(max_line, PY_SSIZE_T_MAX - 2)
         self._max_trailer_size = max_trailer_size
         self._state = CHUNKED_SIZE
         self._remaining = 0
