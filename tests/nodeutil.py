@@ -126,8 +126,16 @@ class Node:
                 pass
             self.proc.wait(10)
 
-    def access_lines(self):
-        try:
-            return self.access_path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
+    def access_lines(self, containing=None, timeout=5):
+        """The access log's lines; with ``containing``, wait (bounded) until one has it:
+        a line is written just after its reply is sent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                lines = self.access_path.read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            if containing is None or any(containing in l for l in lines) \
+                    or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)

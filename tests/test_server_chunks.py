@@ -310,13 +310,13 @@ def test_stat_counts_whole_node(node_factory):
     values = {l.split()[1]: int(l.split()[2]) for l in body.decode().splitlines()
               if l.startswith("counter ")}
     assert values["req.hits.get"] == 40  # all workers' figures, not one worker's
-    pids = {line.split()[0] for line in node.access_lines()}
+    pids = {line.split()[0] for line in node.access_lines("/stat")}
     assert len(pids) == 2  # both workers served
 
 
 def test_access_log_line(node):
     node.put(chunk_id(17), b"12345", {"X-oio-req-id": "rid-1"})
-    line = [l for l in node.access_lines() if " PUT " in l][-1].split()
+    line = [l for l in node.access_lines(" PUT ") if " PUT " in l][-1].split()
     assert line[1:4] == ["access", "INF", "-"]
     assert line[4] == node.host
     assert line[6:8] == ["PUT", "201"]
