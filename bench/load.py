@@ -370,6 +370,7 @@ def parse_args(argv):
 def run(args):
     """Run the selected rows; return (markdown text, {row: {server: Measure}})."""
     results = {}
+    load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     tmp = tempfile.mkdtemp(prefix="bench-load-", dir=args.tmp)
     try:
         servers = start_servers(args.server_names, tmp, args.workers, args.node_bin)
@@ -419,11 +420,12 @@ def run(args):
         "# HTTP load: storage-node vs nginx",
         "",
         "%s; %d CPUs; nginx %s; %g s per row and server%s; %d connections; %d workers each; "
+        "load average %.2f before, %.2f after; "
         "wrk -t2 for GET, bench/load_put.py (2 processes) for PUT; MB = 10^6 payload bytes."
         % (time.strftime("%Y-%m-%d %H:%M:%S"), os.cpu_count() or 0, nginx_version(),
            args.duration,
            " (median of %d alternating runs)" % args.repeat if args.repeat > 1 else "",
-           args.connections, args.workers),
+           args.connections, args.workers, load_before, os.getloadavg()[0]),
         "",
         "Command: `%s`" % " ".join([".venv/bin/python", "bench/load.py"]
                                     + list(getattr(args, "argv", []))),
