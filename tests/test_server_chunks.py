@@ -3,6 +3,7 @@ import hashlib
 import os
 import subprocess
 import threading
+import time
 
 import blake3
 import pytest
@@ -323,3 +324,22 @@ def test_access_log_line(node):
     assert line[9:11] == ["0", "5"]  # body bytes out, body bytes in
     assert line[12] == "rid-1" and line[13] == f"/{chunk_id(17)}"
     assert line[-2:] == ["account:acct", "bucket:cont"]
+
+
+def test_metadata_cache_sees_every_change(node):
+    """Decoded metadata is cached per inode version: an xattr change right after a
+    cached read must show at once, and fresh chunks (racy ctime) are never cached."""
+    cid = chunk_id(18)
+    assert node.put(cid, b"cached", {"X-oio-Ext-K": "one"})[0] == 201
+    path = node.chunk_path(cid)
+    assert node.request("GET", f"/{cid}")[1]["x-oio-ext-k"] == "one"  # racy: not cached
+    os.setxattr(path, "user.oio.ext.K", b"two")
+    assert node.request("GET", f"/{cid}")[1]["x-oio-ext-k"] == "two"
+    time.sleep(1.2)  # now older than the racy window: the next read caches it
+    for _ in range(3):
+        assert node.request("GET", f"/{cid}")[1]["x-oio-ext-k"] == "two"
+    os.setxattr(path, "user.oio.ext.K", b"three")
+    assert node.request("HEAD", f"/{cid}")[1]["x-oio-ext-k"] == "three"
+    assert node.request("GET", f"/{cid}")[1]["x-oio-ext-k"] == "three"
+    os.removexattr(path, "user.grid.chunk.hash")
+    assert node.request("HEAD", f"/{cid}")[0] == 500

@@ -240,28 +240,45 @@ class ChunkWriter:
 
 
 class ChunkReader:
-    """An open chunk: ``fd``, ``size``, ``mtime`` and its xattrs in ``attrs``."""
+    """An open chunk: ``fd``, ``size``, ``mtime``, ``ctime_ns``, the inode's identity in
+    ``key``; its xattrs are read on demand by ``read_attrs()`` (callers that cache
+    metadata per inode version skip them)."""
 
-    __slots__ = ("path", "fd", "size", "mtime", "attrs")
+    __slots__ = ("path", "fd", "size", "mtime", "ctime", "ctime_ns", "key", "_attrs")
 
     def __init__(self, path):
         self.path = path
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except IsADirectoryError:
-            raise ChunkNotFound(path) from None
         except OSError as exc:
             raise map_os_error(exc, path) from None
         try:
             st = os.fstat(self.fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileNotFoundError(errno.ENOENT, "not a regular file")
-            self.size = st.st_size
-            self.mtime = st.st_mtime
-            self.attrs = streamio.read_xattrs(self.fd)
         except OSError as exc:
             os.close(self.fd)
             raise map_os_error(exc, path) from None
+        if not stat.S_ISREG(st.st_mode):
+            os.close(self.fd)
+            raise ChunkNotFound(path)
+        self.size = st.st_size
+        self.mtime = st.st_mtime
+        self.ctime = st.st_ctime
+        self.ctime_ns = st.st_ctime_ns
+        self.key = (st.st_dev, st.st_ino)
+        self._attrs = None
+
+    def read_attrs(self):
+        """All xattrs of the chunk ({name: bytes}), read once."""
+        if self._attrs is None:
+            try:
+                self._attrs = streamio.read_xattrs(self.fd)
+            except OSError as exc:
+                raise map_os_error(exc, self.path) from None
+        return self._attrs
+
+    @property
+    def attrs(self):
+        return self.read_attrs()
 
     def close(self):
         if self.fd >= 0:

@@ -184,7 +184,14 @@ class Master:
                 for i, sock in enumerate(self.socks):
                     if i != index:
                         sock.close()
-                Worker(self.config, index, self.socks[index], self.stats).run()
+                worker = Worker(self.config, index, self.socks[index], self.stats)
+                profile_dir = os.environ.get("STORAGE_NODE_PROFILE")
+                if profile_dir:  # debugging aid: cProfile stats per worker, dumped at exit
+                    import cProfile
+                    cProfile.runctx("worker.run()", globals(), {"worker": worker},
+                                    os.path.join(profile_dir, f"worker-{index}.prof"))
+                else:
+                    worker.run()
             except BaseException:
                 log.exception("worker %d crashed", index)
                 code = 1

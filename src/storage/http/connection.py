@@ -130,14 +130,16 @@ class Connection:
             self._read_more()
 
     def _read_more(self):
+        buf = self.worker.buffer
         try:
-            data = self.sock.recv(65536)
+            n = self.sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
             self.close()
             return False
-        if not data:
+        data = memoryview(buf)[:n]
+        if not n:
             if self.state == S_WRITE:
                 self.keep_alive = False  # finish writing, then close
                 self.loop.modify(self, WRITE)
@@ -169,8 +171,12 @@ class Connection:
         if end > limit:
             self._refuse(HttpError(431, "request head too large"))
             return
-        head = bytes(self.inbuf[:end])
-        del self.inbuf[:end]
+        if end == len(self.inbuf):  # the usual case: one request, nothing pipelined
+            head = bytes(self.inbuf)
+            self.inbuf.clear()
+        else:
+            head = bytes(self.inbuf[:end])
+            del self.inbuf[:end]
         self._scan = 0
         started = self.exchange.started if self.exchange else time.monotonic()
         try:

@@ -1,4 +1,5 @@
 """Building HTTP/1.1 response heads."""
+import functools
 import time
 from email.utils import formatdate
 
@@ -23,6 +24,16 @@ def http_date(ts=None):
     return formatdate(time.time() if ts is None else ts, usegmt=True)
 
 
+@functools.lru_cache(maxsize=4096)
+def _date_of_second(second):
+    return formatdate(second, usegmt=True)
+
+
+def last_modified(mtime):
+    """HTTP date of a file's mtime (whole seconds), cached: chunks share few seconds."""
+    return _date_of_second(int(mtime))
+
+
 def date_header():
     """The Date header line, cached for the current second."""
     now = int(time.time())
@@ -35,11 +46,11 @@ def date_header():
 def build_head(status, headers, content_length=None, keep_alive=True, chunked=False):
     """Response head bytes. headers: [(name, str value)] in canonical form."""
     line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
-    out = [line, date_header()]
-    for name, value in headers:
-        if "\r" in value or "\n" in value:  # never let stored metadata split a header
-            value = value.replace("\r", " ").replace("\n", " ")
-        out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+        # never let stored metadata split a header: blank out CR/LF inside values
+        fields = "".join([f"{name}: {_one_line(value)}\r\n" for name, value in headers])
+    out = [line, date_header(), fields.encode("latin-1")]
     if chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     elif content_length is not None and status != 204 and status >= 200:
@@ -48,3 +59,7 @@ def build_head(status, headers, content_length=None, keep_alive=True, chunked=Fa
         out.append(b"Connection: close\r\n")
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def _one_line(value):
+    return value.replace("\r", " ").replace("\n", " ")

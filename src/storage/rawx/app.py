@@ -15,7 +15,7 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             VolumeUnavailable)
 from storage.fast import load
 from storage.http.connection import FileBody, Reply
-from storage.http.response import http_date
+from storage.http.response import last_modified
 from storage.rawx import meta as chunkmeta
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
@@ -31,6 +31,8 @@ STATUS = [  # most specific first
     (VolumeUnavailable, 503), (StorageError, 500),
 ]
 QUIET_BODY = {404, 409, 416, 418}
+META_CACHE_SIZE = 4096  # chunks whose metadata a worker keeps decoded
+RACY_SECONDS = 1.0
 CHUNK_METHODS = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "del",
                  "POST": "post", "COPY": "copy"}
 
@@ -111,6 +113,7 @@ class RawxApp:
         self.allowed_hosts = hosts
         self.wildcard = config.listen_host in ("0.0.0.0", "::")
         self.pid = os.getpid()
+        self._meta_cache = {}
 
     # ---- entry point ---------------------------------------------------------------
     def begin(self, request, conn):
@@ -159,13 +162,31 @@ class RawxApp:
         return Upload(self, put_meta, writer, hasher, exchange)
 
     def _open(self, chunk_id, exchange):
+        """Open a chunk; -> (reader, StoredMeta, reply headers incl. Last-Modified).
+
+        Metadata is cached per (id, inode, ctime): any data or xattr change moves the
+        ctime, and every request fstat()s the open chunk. ctime ticks are coarse, so only
+        a chunk whose ctime is over a second old is cached: a change in the same tick as
+        a cached read cannot exist (git's "racy" rule)."""
         reader = self.repo.reader(chunk_id)
-        stored = chunkmeta.StoredMeta(chunk_id, reader.attrs)
-        fp = chunkmeta.FullPath.from_stored(stored.fullpath) if stored.fullpath else None
-        if fp is not None:
-            exchange.account = fp.account
-            exchange.bucket = fp.container
-        return reader, stored
+        key = (chunk_id, reader.key, reader.ctime_ns)
+        entry = self._meta_cache.get(key)
+        if entry is None:
+            try:
+                stored = chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
+            except BaseException:
+                reader.close()
+                raise
+            headers = stored.reply_headers()
+            headers.append(("Last-Modified", last_modified(reader.mtime)))
+            entry = (stored, headers)
+            if time.time() - reader.ctime > RACY_SECONDS:
+                if len(self._meta_cache) >= META_CACHE_SIZE:
+                    self._meta_cache.clear()
+                self._meta_cache[key] = entry
+        exchange.account = entry[0].account
+        exchange.bucket = entry[0].bucket
+        return reader, entry[0], entry[1]
 
     def _size_ok(self, reader, stored):
         size = stored.get("chunk_size")
@@ -177,13 +198,11 @@ class RawxApp:
             return False
 
     def _chunk_get(self, chunk_id, request, exchange):
-        reader, stored = self._open(chunk_id, exchange)
+        reader, stored, headers = self._open(chunk_id, exchange)
         try:
             if not self._size_ok(reader, stored):
                 reader.close()
                 return Reply(412, body=b"chunk size mismatch\n", reason="chunk size mismatch")
-            headers = stored.reply_headers()
-            headers.append(("Last-Modified", http_date(reader.mtime)))
             size = reader.size
             status = 200
             offset, length = 0, size
@@ -196,15 +215,15 @@ class RawxApp:
                 if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
                     offset, length = wanted
                     status = 206
-                    headers.append(("Content-Range",
-                                    f"bytes {offset}-{offset + length - 1}/{size}"))
+                    headers = headers + [("Content-Range",
+                                          f"bytes {offset}-{offset + length - 1}/{size}")]
         except BaseException:
             reader.close()
             raise
         return Reply(status, headers, file=FileBody(reader.fd, offset, length, reader.close))
 
     def _chunk_head(self, chunk_id, request, exchange):
-        reader, stored = self._open(chunk_id, exchange)
+        reader, stored, headers = self._open(chunk_id, exchange)
         try:
             stored_hash = stored.get("chunk_hash")
             if not stored_hash:
@@ -220,15 +239,12 @@ class RawxApp:
                     return Reply(412, reason="I/O error while hashing")
                 if actual.upper() != expected.upper():
                     return Reply(412, reason="chunk hash mismatch")
-            headers = stored.reply_headers()
-            headers.append(("Last-Modified", http_date(reader.mtime)))
-            headers.append(("Accept-Ranges", "bytes"))
-            return Reply(200, headers, length=reader.size)
+            return Reply(200, headers + [("Accept-Ranges", "bytes")], length=reader.size)
         finally:
             reader.close()
 
     def _chunk_del(self, chunk_id, request, exchange):
-        reader, stored = self._open(chunk_id, exchange)
+        reader, stored, _ = self._open(chunk_id, exchange)
         reader.close()
         self.repo.delete(chunk_id)
         if self.events is not None:

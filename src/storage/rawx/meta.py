@@ -6,7 +6,7 @@ are ``bytes``.
 """
 import hashlib
 import re
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from storage.errors import BadRequest
 
@@ -40,7 +40,7 @@ _INT64_MAX = (1 << 63) - 1
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
 # Content-Path reply escaping keeps these bytes as they are (like Go's url.PathEscape
 # as the reference uses it), escapes the rest with upper-case hex.
-_PATH_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@")
+_PATH_SAFE_EXTRA = "$&+:=@"
 
 
 def _unquote(text):
@@ -81,7 +81,8 @@ def container_id(account, container):
 
 def escape_path(raw):
     """Percent-encode bytes outside the safe set, upper-case hex."""
-    return "".join(chr(b) if b in _PATH_SAFE else "%%%02X" % b for b in raw)
+    # quote() always keeps ASCII letters, digits and "_.-~"; the rest of the set is `safe`.
+    return quote(raw, safe=_PATH_SAFE_EXTRA)
 
 
 class FullPath:
@@ -281,7 +282,7 @@ class StoredMeta:
     """Metadata of a chunk on disk, from its xattrs (current or legacy layout)."""
 
     __slots__ = ("chunk_id", "attrs", "fullpath", "container_id", "content_path",
-                 "content_version", "content_id")
+                 "content_version", "content_id", "account", "bucket")
 
     def __init__(self, chunk_id, attrs):
         self.chunk_id = chunk_id
@@ -289,7 +290,10 @@ class StoredMeta:
         raw = _text(attrs, XATTR_FULLPATH + chunk_id)
         fp = FullPath.from_stored(raw) if raw else None
         self.fullpath = raw
+        self.account = self.bucket = None
         if fp is not None:
+            self.account = fp.account
+            self.bucket = fp.container
             self.container_id = container_id(fp.account, fp.container)
             self.content_path = escape_path(fp.path)
             self.content_version = fp.version
