@@ -6,7 +6,9 @@ over hypothesis inputs without atheris installed.
 
 The first input byte picks how the rest is searched for the end of the head (whole,
 or grown in steps the way the connection does it, resuming 3 bytes before the last
-scan); every head found is parsed. Any exception other than HttpError, an HttpError
+scan), whether a valid request line and Host are put in front (so that mutations
+reach the header rules), and whether the rest is also parsed as a head on its own
+with CRLFCRLF appended; every head found is parsed. Any exception other than HttpError, an HttpError
 with a status outside the ones the parser documents or a multi-line reason, a
 request that breaks the parser's invariants, or a parsed request that does not
 parse back to the same thing once re-serialized is a crash.
@@ -16,6 +18,7 @@ import sys
 from storage.http.head import TOKEN, HttpError, find_head_end, parse_head
 
 STATUSES = {400, 417, 501, 505}
+PREFIX = b"PUT /0123456789ABCDEF01234567 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 
 def find_incrementally(wire, step):
@@ -86,6 +89,9 @@ def TestOneInput(data):
         return
     ctl = data[0]
     wire = bytes(data[1:])
+    if ctl & 0x40:
+        # start from a valid request line so mutations reach the header rules quickly
+        wire = PREFIX + wire
     if ctl & 0x80:
         # the parser must cope with whatever ends in CRLFCRLF, heads found or not
         parse_checked(wire + b"\r\n\r\n")
@@ -103,5 +109,7 @@ def TestOneInput(data):
 if __name__ == "__main__":
     import atheris
 
+    # the parser is already imported: instrument what is loaded so libFuzzer sees coverage
+    atheris.instrument_all()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
