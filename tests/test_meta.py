@@ -576,3 +576,12 @@ def test_full_path_from_stored_is_lenient():
     assert FullPath.from_stored("a/b") is None
     fp = FullPath.from_stored("a/c/p/%C3%A9/abc")
     assert fp.version == "\xc3\xa9" and fp.content_id == "ABC"
+
+
+def test_unparseable_stored_full_path_falls_back_to_legacy_fields():
+    attrs = {meta.XATTR_FULLPATH + CHUNK_ID: b"only/three/parts",
+             "user.grid.content.version": b"7", "user.grid.chunk.hash": MD5.encode()}
+    headers = dict(StoredMeta(CHUNK_ID, attrs).reply_headers())
+    assert headers["X-Oio-Chunk-Meta-Full-Path"] == "only/three/parts"
+    assert headers["X-Oio-Chunk-Meta-Content-Version"] == "7"
+    assert "X-Oio-Chunk-Meta-Container-Id" not in headers
