@@ -1,4 +1,5 @@
-"""Fuzz target: the HTTP/1.x request-head parser (``storage.http.head``).
+"""Fuzz target: the HTTP/1.x request-head parser, compiled (``_fastpath.httphead``)
+against its pure-Python twin (``storage.pure.httphead``).
 
 Run with atheris (``make fuzz``):  python fuzz/fuzz_head.py -runs=20000
 ``TestOneInput`` needs nothing but the parser, so tests import it and smoke-run it
@@ -8,20 +9,23 @@ The first input byte picks how the rest is searched for the end of the head (who
 or grown in steps the way the connection does it, resuming 3 bytes before the last
 scan), whether a valid request line and Host are put in front (so that mutations
 reach the header rules), and whether the rest is also parsed as a head on its own
-with CRLFCRLF appended; every head found is parsed. Any exception other than HttpError, an HttpError
-with a status outside the ones the parser documents or a multi-line reason, a
-request that breaks the parser's invariants, or a parsed request that does not
-parse back to the same thing once re-serialized is a crash.
+with CRLFCRLF appended. Both twins search and parse everything. A difference between
+them (the parsed fields, or the error status and reason), any exception other than
+HttpError, an HttpError with a status outside the ones the parser documents or a
+multi-line reason, a request that breaks the parser's invariants, or a parsed
+request that does not parse back to the same thing once re-serialized is a crash.
 """
 import sys
 
-from storage.http.head import TOKEN, HttpError, find_head_end, parse_head
+from _fastpath import httphead as fast
+from storage.pure import httphead as pure
 
 STATUSES = {400, 417, 501, 505}
 PREFIX = b"PUT /0123456789ABCDEF01234567 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+TOKEN = pure.TOKEN
 
 
-def find_incrementally(wire, step):
+def find_incrementally(find_head_end, wire, step):
     """find_head_end over a buffer growing by ``step`` bytes, as a connection reads."""
     buf = bytearray()
     scanned = 0
@@ -70,18 +74,27 @@ def check_request(req):
     assert set(req.headers) == {name for name, _ in req.fields}
 
 
-def parse_checked(head):
-    """parse_head, with HttpError checked and returned rather than raised."""
+def outcome(mod, head):
+    """What ``mod.parse_head`` makes of ``head``: the parsed fields, or the error's
+    status and reason (checked). Any other exception propagates."""
     try:
-        req = parse_head(head)
-    except HttpError as exc:
+        req = mod.parse_head(head)
+    except mod.HttpError as exc:
         assert exc.status in STATUSES, (exc.status, head)
         assert exc.reason and "\n" not in exc.reason, exc.reason
-        return exc
+        return ("error", exc.status, exc.reason)
     check_request(req)
-    again = parse_head(serialize(req))
+    again = mod.parse_head(serialize(req))
     assert describe(again) == describe(req), head
-    return req
+    return describe(req)
+
+
+def parse_checked(head):
+    got = outcome(fast, head)
+    want = outcome(pure, head)
+    if got != want:
+        raise AssertionError(f"fast and pure disagree on {head!r}\nfast: {got}\npure: {want}")
+    return got
 
 
 def TestOneInput(data):
@@ -95,10 +108,11 @@ def TestOneInput(data):
     if ctl & 0x80:
         # the parser must cope with whatever ends in CRLFCRLF, heads found or not
         parse_checked(wire + b"\r\n\r\n")
-    end = find_head_end(wire)
+    end = pure.find_head_end(wire)
     step = 1 + (ctl & 0x3F)
-    assert find_incrementally(wire, step) == end
-    assert find_head_end(bytearray(wire)) == end
+    for mod in (fast, pure):
+        assert find_incrementally(mod.find_head_end, wire, step) == end
+        assert mod.find_head_end(bytearray(wire)) == end
     if end < 0:
         assert b"\r\n\r\n" not in wire
         return
