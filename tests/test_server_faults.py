@@ -17,7 +17,9 @@ def pending_files(root):
             if n.endswith(".pending")]
 
 
-def test_disconnect_mid_body_leaves_nothing(node):
+@pytest.mark.parametrize("io_threads", [2, 0])
+def test_disconnect_mid_body_leaves_nothing(node_factory, io_threads):
+    node = node_factory(io_threads=io_threads)
     cid = chunk_id(300)
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
         s.sendall(put_head(cid, node.host, length=10_000_000) + b"x" * 3_000_000)
@@ -55,8 +57,9 @@ def small_volume(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_507_and_nothing_left(node_factory, small_volume):
-    node = node_factory(docroot=small_volume / "rawx")
+@pytest.mark.parametrize("io_threads", [2, 0])
+def test_full_disk_507_and_nothing_left(node_factory, small_volume, io_threads):
+    node = node_factory(docroot=small_volume / "rawx", io_threads=io_threads)
     cid = chunk_id(302)
     status, _, body = node.put(cid, os.urandom(6 << 20))
     assert status == 507

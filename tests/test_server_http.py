@@ -164,8 +164,9 @@ def test_silent_client_is_dropped(node_factory):
         assert time.monotonic() - start < 8
 
 
-def test_slow_body_times_out_and_leaves_nothing(node_factory):
-    node = node_factory(timeout_read_request=1)
+@pytest.mark.parametrize("io_threads", [2, 0])
+def test_slow_body_times_out_and_leaves_nothing(node_factory, io_threads):
+    node = node_factory(timeout_read_request=1, io_threads=io_threads)
     cid = chunk_id(208)
     with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
         s.sendall(put_head(cid, node.host, length=100) + b"only some")

@@ -68,6 +68,7 @@ class Config:
     log_level: str = "INFO"
     # Ours, not in oio-rawx: worker processes, access log destination, shutdown grace.
     workers: int = 0  # 0 = one per core
+    io_threads: int = 2  # per worker, for PUT bodies (recv + hash + write); 0 = inline
     access_log: str = "-"  # "-" = stderr, "off", or a file path
     shutdown_timeout: float = 10.0
     probe_interval: float = 5.0
@@ -153,6 +154,7 @@ _DIRECTIVES = {
     "headers_buffer_size": ("headers_buffer_size", lambda n, v: _int(n, v, 1024, 1 << 24)),
     "log_level": ("log_level", lambda n, v: _log_level(n, v)),
     "workers": ("workers", lambda n, v: _int(n, v, 0, 1024)),
+    "io_threads": ("io_threads", lambda n, v: _int(n, v, 0, 64)),
     "access_log": ("access_log", lambda n, v: v),
     "shutdown_timeout": ("shutdown_timeout", _seconds),
     "probe_interval": ("probe_interval", _seconds),

@@ -16,6 +16,7 @@ import time
 from storage import volume
 from storage.http.connection import Connection
 from storage.loop import READ, EventLoop
+from storage.offload import Offloader
 from storage.rawx.app import RawxApp
 from storage.repo import FsChunkRepo
 from storage.stats import SharedStats
@@ -83,6 +84,9 @@ class Worker:
                            config.fsync_dir, config.fallocate)
         self.app = RawxApp(config, repo, self.stats, volume=self.probe)
         self.listener = Listener(sock, self)
+        self.offloader = None
+        if config.io_threads:
+            self.offloader = Offloader(self.loop, config.io_threads, config.buffer_size)
         self._shutdown_at = None
         self._signal = None
 
@@ -118,6 +122,8 @@ class Worker:
             if not self.connections or time.monotonic() >= self._shutdown_at:
                 for conn in list(self.connections):
                     conn.close()
+                if self.offloader is not None:
+                    self.offloader.close()
                 self.loop.stop()
                 return
         self.loop.call_later(0.1 if self.stopping else 0.25, self._tick)

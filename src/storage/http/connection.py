@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED = range(5)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
-SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
+SMALL_FILE = 64 << 10
+HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head  # up to this size a file body is read and sent with the head
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
@@ -107,6 +108,8 @@ class Connection:
         self.keep_alive = True
         self.pending_reply = None
         self._want_write = False
+        self.busy = False  # an offloaded job holds our fds
+        self._deferred = None  # what to do once it hands them back (close, timeout)
         self.deadline = time.monotonic() + self.config.timeout_idle
         loop.register(self, READ)
         loop.timed.add(self)
@@ -132,7 +135,9 @@ class Connection:
     def _read_more(self):
         buf = self.worker.buffer
         try:
-            n = self.sock.recv_into(buf)
+            # A head read stays small: body bytes read here take the slow path (copied
+            # through inbuf) instead of the pump.
+            n = self.sock.recv_into(buf, min(HEAD_READ, len(buf)))
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
@@ -226,8 +231,7 @@ class Connection:
             self._send_now(CONTINUE)
         self.state = S_BODY
         if self.inbuf:
-            leftover = bytes(self.inbuf)
-            self.inbuf.clear()
+            leftover, self.inbuf = self.inbuf, bytearray()
             self._consume(leftover)
         if self.state == S_BODY and not request.chunked and self.remaining == 0:
             self._body_complete([])
@@ -253,8 +257,7 @@ class Connection:
         self.pending_reply = reply
         self.state = S_DRAIN
         if self.inbuf:
-            leftover = bytes(self.inbuf)
-            self.inbuf.clear()
+            leftover, self.inbuf = self.inbuf, bytearray()
             self._discard(leftover)
         if self.state == S_DRAIN and not request.chunked and self.remaining == 0:
             self._drain_done()
@@ -263,22 +266,23 @@ class Connection:
     def _read_body(self):
         upload = self.upload
         if self.decoder is None and upload.fd >= 0:
+            offloader = self.worker.offloader
+            if offloader is not None:
+                # The connection sits out of the selector while a thread pumps it.
+                self.loop.unregister(self)
+                self.busy = True
+                sockfd, filefd, hasher, limit = self.fd, upload.fd, upload.hasher, \
+                    self.remaining
+                offloader.submit(
+                    lambda: streamio.pump(sockfd, filefd, offloader.buffer(), hasher, limit),
+                    self._pump_done)
+                return
             try:
-                moved, status = streamio.pump(self.fd, upload.fd, self.worker.buffer,
-                                              upload.hasher, self.remaining)
-            except streamio.DiskWriteError as exc:
-                self._upload_failed(exc, in_pump=True)
-                return
-            except OSError:
-                self._client_gone()
-                return
-            self.received += moved
-            self.remaining -= moved
-            self.exchange.bytes_in += moved
-            if self.remaining == 0:
-                self._body_complete([])
-            elif status == 2:
-                self._client_gone()
+                result = streamio.pump(self.fd, upload.fd, self.worker.buffer, upload.hasher,
+                                       self.remaining)
+            except OSError as exc:
+                result = exc
+            self._pumped(result)
             return
         buf = self.worker.buffer
         try:
@@ -292,6 +296,36 @@ class Connection:
             self._client_gone()
             return
         self._consume(memoryview(buf)[:n])
+
+    def _pump_done(self, future):
+        """Back on the loop thread after an offloaded pump."""
+        self.busy = False
+        try:
+            result = future.result()
+        except OSError as exc:
+            result = exc
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:  # closed or timed out while the thread held the fds
+            deferred()
+            return
+        self.loop.register(self, READ)
+        self._pumped(result)
+
+    def _pumped(self, result):
+        if isinstance(result, streamio.DiskWriteError):
+            self._upload_failed(result, in_pump=True)
+            return
+        if isinstance(result, OSError):
+            self._client_gone()
+            return
+        moved, status = result
+        self.received += moved
+        self.remaining -= moved
+        self.exchange.bytes_in += moved
+        if self.remaining == 0:
+            self._body_complete([])
+        elif status == 2:
+            self._client_gone()
 
     def _consume(self, data):
         """Body bytes that did not come through pump (head leftovers, chunked)."""
@@ -528,6 +562,9 @@ class Connection:
         return self.state == S_HEAD and not self.inbuf and self.exchange is None
 
     def on_timeout(self):
+        if self.busy:  # a thread is using our fds: act when it hands them back
+            self._deferred = self.on_timeout
+            return
         if self.state in (S_BODY, S_DRAIN) and self.exchange is not None:
             if self.upload is not None:
                 self.upload.abort()
@@ -540,6 +577,9 @@ class Connection:
 
     def close(self):
         if self.closed:
+            return
+        if self.busy:  # a thread is using our fds: close when it hands them back
+            self._deferred = self.close
             return
         self.closed = True
         self.state = S_CLOSED

@@ -1,0 +1,70 @@
+"""Blocking byte-moving jobs on a few threads, their results handed back to the loop.
+
+A body pump (recv -> MD5 -> write) releases the GIL for its whole run, so on a thread
+it uses a second core, and a write that the kernel throttles (dirty page writeback)
+no longer stalls every other connection of the worker. The loop learns of finished
+jobs through a pipe it watches; callbacks always run on the loop thread.
+"""
+import collections
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from storage.loop import READ
+
+log = logging.getLogger(__name__)
+
+
+class Offloader:
+    def __init__(self, loop, threads, buffer_size):
+        self.loop = loop
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="pump")
+        self.buffer_size = buffer_size
+        self._local = threading.local()
+        self._done = collections.deque()
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.closed = False
+        loop.register(self, READ)
+
+    def fileno(self):
+        return self._rfd
+
+    def buffer(self):
+        """This thread's reusable receive buffer (allocated once per thread)."""
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = bytearray(self.buffer_size)
+        return buf
+
+    def submit(self, job, callback):
+        """Run ``job()`` on a thread; then ``callback(future)`` on the loop thread."""
+        future = self.pool.submit(job)
+        future.add_done_callback(lambda fut: self._finished(callback, fut))
+
+    def _finished(self, callback, future):  # on the pool thread
+        self._done.append((callback, future))
+        try:
+            os.write(self._wfd, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def on_readable(self):
+        try:
+            os.read(self._rfd, 65536)
+        except BlockingIOError:
+            pass
+        while self._done:
+            callback, future = self._done.popleft()
+            try:
+                callback(future)
+            except Exception:
+                log.exception("offloaded job callback failed")
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.loop.unregister(self)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            os.close(self._rfd)
+            os.close(self._wfd)
