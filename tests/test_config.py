@@ -45,6 +45,9 @@ def test_minimal_file_gives_the_documented_defaults():
     assert conf.timeout_idle == 3600
     assert conf.headers_buffer_size == 65536
     assert conf.log_level == "INFO"
+    assert conf.workers == 0 and conf.worker_count >= 1
+    assert conf.io_threads == 2
+    assert conf.access_log == "-"
     assert conf.buffer_size % 1024 == 0 and conf.buffer_size > 0
 
 
@@ -95,6 +98,7 @@ def test_every_directive_is_read():
         "headers_buffer_size 8192\n"
         "log_level debug\n"
         "workers 3\n"
+        "io_threads 0\n"
         "access_log off\n"
         "shutdown_timeout 2\n"
         "probe_interval 0.5\n")
@@ -111,6 +115,7 @@ def test_every_directive_is_read():
     assert conf.headers_buffer_size == 8192
     assert conf.log_level == "DEBUG"
     assert conf.workers == 3 and conf.worker_count == 3
+    assert conf.io_threads == 0
     assert conf.access_log == "off"
     assert conf.shutdown_timeout == 2 and conf.probe_interval == 0.5
 
@@ -167,6 +172,8 @@ def test_bad_boolean_names_the_directive(word):
     ("headers_buffer_size 10", "headers_buffer_size"),
     ("log_level chatty", "log_level"),
     ("workers many", "workers"),
+    ("io_threads 65", "io_threads"),
+    ("io_threads -1", "io_threads"),
     ("access_log relative.log", "access_log"),
     ("listen 127.0.0.1:http", "listen"),
     ("listen 127.0.0.1:70000", "listen"),
