@@ -585,3 +585,14 @@ def test_unparseable_stored_full_path_falls_back_to_legacy_fields():
     assert headers["X-Oio-Chunk-Meta-Full-Path"] == "only/three/parts"
     assert headers["X-Oio-Chunk-Meta-Content-Version"] == "7"
     assert "X-Oio-Chunk-Meta-Container-Id" not in headers
+
+
+def test_stored_chunk_method_without_slash_gets_cca_after_a_slash():
+    from storage.rawx.meta import StoredMeta
+    attrs = {"user.grid.content.chunk_method": b"plain", "user.grid.chunk.hash": b"A" * 32}
+    assert StoredMeta("A" * 24, attrs).chunk_method() == "plain/cca=md5"
+    attrs["user.grid.content.chunk_method"] = b"plain/"
+    assert StoredMeta("A" * 24, attrs).chunk_method() == "plain/cca=md5"
+    attrs["user.grid.chunk.hash"] = b"B" * 64
+    attrs["user.grid.content.chunk_method"] = b"ec/k=6,m=3"
+    assert StoredMeta("A" * 24, attrs).chunk_method() == "ec/k=6,m=3,cca=blake3"

@@ -173,3 +173,13 @@ def test_slow_body_times_out_and_leaves_nothing(node_factory, io_threads):
         assert s.recv(100) == b""
     assert node.request("GET", f"/{cid}")[0] == 404
     assert node.put(cid, b"x")[0] == 201
+
+
+def test_empty_lines_before_request_are_ignored(node):
+    out = node.raw(b"\r\n\r\nGET /info HTTP/1.1\r\nHost: " + node.host.encode() +
+                   b"\r\nConnection: close\r\n\r\n")
+    assert statuses(out) == [200]
+
+
+def test_non_utf8_escape_in_chunk_id_is_400(node):
+    assert node.request("GET", "/%FF" + "A" * 30)[0] == 400

@@ -162,6 +162,14 @@ class Connection:
         self._try_head()
 
     def _try_head(self):
+        if self._scan == 0 and self.inbuf[:2] == b"\r\n":
+            # RFC 9112 2.2: ignore empty lines before a request line (old clients add
+            # one after a POST body); bounded by the head size limit like any byte.
+            stripped = self.inbuf.lstrip(b"\r\n")
+            if len(self.inbuf) - len(stripped) <= self.config.headers_buffer_size:
+                self.inbuf = bytearray(stripped)
+                if not self.inbuf:
+                    return
         end = find_head_end(self.inbuf, max(0, self._scan - 3))
         limit = self.config.headers_buffer_size
         if end < 0:

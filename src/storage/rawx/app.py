@@ -136,7 +136,10 @@ class RawxApp:
         self.stats.start(kind)
         if self.volume is not None and not self.volume.ok:
             return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
-        chunk_id = unquote(path[1:], errors="strict") if "%" in path else path[1:]
+        try:
+            chunk_id = unquote(path[1:], errors="strict") if "%" in path else path[1:]
+        except UnicodeDecodeError:
+            chunk_id = ""  # not even text: certainly not a hex id
         if not chunkmeta.valid_chunk_id(chunk_id):
             return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
         chunk_id = chunk_id.upper()

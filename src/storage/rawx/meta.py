@@ -311,7 +311,8 @@ class StoredMeta:
         method = self.get("chunk_method")
         if method and "cca=" not in method:
             algo = "md5" if len(self.get("chunk_hash")) == 32 else "blake3"
-            sep = "," if method.partition("/")[2] else ""
+            kind, slash, params = method.partition("/")
+            sep = "," if params else ("" if slash else "/")
             method = f"{method}{sep}cca={algo}"
         return method
 
