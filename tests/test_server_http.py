@@ -172,6 +172,7 @@ def test_slow_body_times_out_and_leaves_nothing(node_factory, io_threads):
         s.sendall(put_head(cid, node.host, length=100) + b"only some")
         assert s.recv(100) == b""
     assert node.request("GET", f"/{cid}")[0] == 404
+    assert any(" PUT 408 " in line for line in node.access_lines(" PUT 408 "))
     assert node.put(cid, b"x")[0] == 201
 
 

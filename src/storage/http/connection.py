@@ -396,14 +396,10 @@ class Connection:
         self._reply_after_body(reply, body_started=True)
 
     def _client_gone(self):
-        """The client disconnected (or reset) before the whole body arrived: 499."""
-        if self.upload is not None:
-            self.upload.abort()
-            self.upload = None
+        """The client disconnected (or reset) before the whole body arrived: 499.
+        close() aborts the upload and records the exchange."""
         self.exchange.status = 499
         self.exchange.reason = "client closed the connection mid-body"
-        self.app.record(self.exchange, self)
-        self.exchange = None
         self.close()
 
     # ---- draining ------------------------------------------------------------------
@@ -574,13 +570,8 @@ class Connection:
             self._deferred = self.on_timeout
             return
         if self.state in (S_BODY, S_DRAIN) and self.exchange is not None:
-            if self.upload is not None:
-                self.upload.abort()
-                self.upload = None
-            self.exchange.status = 408
+            self.exchange.status = 408  # close() aborts the upload and records it
             self.exchange.reason = "timeout reading the request body"
-            self.app.record(self.exchange, self)
-            self.exchange = None
         self.close()
 
     def close(self):
