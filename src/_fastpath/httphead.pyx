@@ -14,7 +14,7 @@ import re
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItemWithError
 from cpython.object cimport PyObject
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_DecodeLatin1,
                               PyUnicode_GET_LENGTH, PyUnicode_KIND, PyUnicode_New)
@@ -406,7 +406,7 @@ cdef Request parse_head_ptr(const unsigned char *p, Py_ssize_t n):
             ve -= 1
         value = _latin1(p + vs, ve - vs)
         fields.append((name, value))
-        old = PyDict_GetItem(headers, name)
+        old = PyDict_GetItemWithError(headers, name)
         if old == NULL:
             headers[name] = value
         else:
