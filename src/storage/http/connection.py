@@ -53,12 +53,13 @@ class Reply:
     """A response: status, [(name, value)] headers, and a bytes ``body`` or a ``file``.
     ``length`` overrides Content-Length (HEAD replies); ``close`` ends the connection."""
 
-    __slots__ = ("status", "headers", "body", "file", "length", "close", "reason")
+    __slots__ = ("status", "headers", "body", "file", "length", "close", "reason", "fields")
 
     def __init__(self, status, headers=(), body=b"", file=None, length=None, close=False,
-                 reason=""):
+                 reason="", fields=b""):
         self.status = status
         self.headers = headers
+        self.fields = fields  # pre-encoded header lines (see response.encode_fields)
         self.body = body
         self.file = file
         self.length = length
@@ -465,7 +466,8 @@ class Connection:
         if exchange is not None and exchange.reqid:
             headers = list(headers)
             headers.append(("X-Oio-Req-Id", exchange.reqid))
-        head = build_head(reply.status, headers, length, self.keep_alive)
+        head = build_head(reply.status, headers, length, self.keep_alive,
+                          fields=reply.fields)
         if exchange is not None:
             exchange.status = reply.status
             exchange.reason = reply.reason

@@ -43,14 +43,23 @@ def date_header():
     return _date_cache[1]
 
 
-def build_head(status, headers, content_length=None, keep_alive=True, chunked=False):
-    """Response head bytes. headers: [(name, str value)] in canonical form."""
-    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+def encode_fields(headers):
+    """[(name, str value)] -> the header lines as bytes. A CR or LF inside a value (stored
+    metadata is not trusted) is blanked out: it can never split a header."""
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
     if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
-        # never let stored metadata split a header: blank out CR/LF inside values
         fields = "".join([f"{name}: {_one_line(value)}\r\n" for name, value in headers])
-    out = [line, date_header(), fields.encode("latin-1")]
+    return fields.encode("latin-1")
+
+
+def build_head(status, headers, content_length=None, keep_alive=True, chunked=False,
+               fields=b""):
+    """Response head bytes. headers: [(name, str value)] in canonical form; ``fields``:
+    header lines already encoded by ``encode_fields`` (cached per chunk by the caller)."""
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+    out = [line, date_header(), fields]
+    if headers:
+        out.append(encode_fields(headers))
     if chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     elif content_length is not None and status != 204 and status >= 200:

@@ -15,7 +15,7 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             VolumeUnavailable)
 from storage.fast import load
 from storage.http.connection import FileBody, Reply
-from storage.http.response import last_modified
+from storage.http.response import encode_fields, last_modified
 from storage.rawx import meta as chunkmeta
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
@@ -33,6 +33,7 @@ STATUS = [  # most specific first
 QUIET_BODY = {404, 409, 416, 418}
 META_CACHE_SIZE = 4096  # chunks whose metadata a worker keeps decoded
 RACY_SECONDS = 1.0
+ACCEPT_RANGES = (("Accept-Ranges", "bytes"),)
 CHUNK_METHODS = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "del",
                  "POST": "post", "COPY": "copy"}
 
@@ -114,6 +115,8 @@ class RawxApp:
         self.wildcard = config.listen_host in ("0.0.0.0", "::")
         self.pid = os.getpid()
         self._meta_cache = {}
+        self._handlers = {"put": self._chunk_put, "get": self._chunk_get,
+                          "head": self._chunk_head, "del": self._chunk_del}
 
     # ---- entry point ---------------------------------------------------------------
     def begin(self, request, conn):
@@ -143,8 +146,8 @@ class RawxApp:
         if not chunkmeta.valid_chunk_id(chunk_id):
             return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
         chunk_id = chunk_id.upper()
-        handler = getattr(self, "_chunk_" + kind, None)
-        if handler is None or kind in ("post", "copy"):
+        handler = self._handlers.get(kind)
+        if handler is None:
             return Reply(405, [("Allow", "GET, HEAD, PUT, DELETE")],
                          body=b"method not allowed\n", reason="method not allowed")
         try:
@@ -165,7 +168,7 @@ class RawxApp:
         return Upload(self, put_meta, writer, hasher, exchange)
 
     def _open(self, chunk_id, exchange):
-        """Open a chunk; -> (reader, StoredMeta, reply headers incl. Last-Modified).
+        """Open a chunk; -> (reader, StoredMeta, encoded reply header lines).
 
         Metadata is cached per (id, inode, ctime): any data or xattr change moves the
         ctime, and every request fstat()s the open chunk. ctime ticks are coarse, so only
@@ -182,7 +185,7 @@ class RawxApp:
                 raise
             headers = stored.reply_headers()
             headers.append(("Last-Modified", last_modified(reader.mtime)))
-            entry = (stored, headers)
+            entry = (stored, encode_fields(headers))
             if time.time() - reader.ctime > RACY_SECONDS:
                 if len(self._meta_cache) >= META_CACHE_SIZE:
                     self._meta_cache.clear()
@@ -201,7 +204,8 @@ class RawxApp:
             return False
 
     def _chunk_get(self, chunk_id, request, exchange):
-        reader, stored, headers = self._open(chunk_id, exchange)
+        reader, stored, fields = self._open(chunk_id, exchange)
+        headers = ()
         try:
             if not self._size_ok(reader, stored):
                 reader.close()
@@ -218,15 +222,15 @@ class RawxApp:
                 if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
                     offset, length = wanted
                     status = 206
-                    headers = headers + [("Content-Range",
-                                          f"bytes {offset}-{offset + length - 1}/{size}")]
+                    headers = [("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")]
         except BaseException:
             reader.close()
             raise
-        return Reply(status, headers, file=FileBody(reader.fd, offset, length, reader.close))
+        return Reply(status, headers, file=FileBody(reader.fd, offset, length, reader.close),
+                     fields=fields)
 
     def _chunk_head(self, chunk_id, request, exchange):
-        reader, stored, headers = self._open(chunk_id, exchange)
+        reader, stored, fields = self._open(chunk_id, exchange)
         try:
             stored_hash = stored.get("chunk_hash")
             if not stored_hash:
@@ -242,7 +246,7 @@ class RawxApp:
                     return Reply(412, reason="I/O error while hashing")
                 if actual.upper() != expected.upper():
                     return Reply(412, reason="chunk hash mismatch")
-            return Reply(200, headers + [("Accept-Ranges", "bytes")], length=reader.size)
+            return Reply(200, ACCEPT_RANGES, length=reader.size, fields=fields)
         finally:
             reader.close()
 
