@@ -18,6 +18,11 @@ _NAMES = COUNTERS + list(GAUGES)
 INDEX = {name: i for i, name in enumerate(_NAMES)}
 ROW = len(_NAMES)
 
+_REQ_HITS = INDEX["req.hits"]
+_REP_2XX, _REP_4XX, _REP_5XX, _REP_OTHER = (INDEX[f"rep.hits.{f}"]
+                                            for f in ("2xx", "4xx", "5xx", "other"))
+_REP_403, _REP_404 = INDEX["rep.hits.403"], INDEX["rep.hits.404"]
+_BREAD, _BWRITTEN = INDEX["rep.bread"], INDEX["rep.bwritten"]
 _TIME = {k: INDEX[f"req.time.{k}"] for k in KINDS}
 _HITS = {k: INDEX[f"req.hits.{k}"] for k in KINDS}
 _INFLIGHT = {"put": INDEX["inflight.put"], "get": INDEX["inflight.get"],
@@ -67,23 +72,23 @@ class WorkerStats:
             v[b + i] -= 1
         v[b] += micros
         v[b + _TIME[kind]] += micros
-        v[b + INDEX["req.hits"]] += 1
+        v[b + _REQ_HITS] += 1
         v[b + _HITS[kind]] += 1
         family = status // 100
         if family == 2:
-            v[b + INDEX["rep.hits.2xx"]] += 1
+            v[b + _REP_2XX] += 1
         elif family == 4:
-            v[b + INDEX["rep.hits.4xx"]] += 1
+            v[b + _REP_4XX] += 1
             if status == 403:
-                v[b + INDEX["rep.hits.403"]] += 1
+                v[b + _REP_403] += 1
             elif status == 404:
-                v[b + INDEX["rep.hits.404"]] += 1
+                v[b + _REP_404] += 1
         elif family == 5:
-            v[b + INDEX["rep.hits.5xx"]] += 1
+            v[b + _REP_5XX] += 1
         else:
-            v[b + INDEX["rep.hits.other"]] += 1
-        v[b + INDEX["rep.bread"]] += bytes_in
-        v[b + INDEX["rep.bwritten"]] += bytes_out
+            v[b + _REP_OTHER] += 1
+        v[b + _BREAD] += bytes_in
+        v[b + _BWRITTEN] += bytes_out
 
     def gauge_add(self, name, delta):
         self.values[self.base + INDEX[name]] += delta

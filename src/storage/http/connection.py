@@ -163,7 +163,7 @@ class Connection:
         self._try_head()
 
     def _try_head(self):
-        if self._scan == 0 and self.inbuf[:2] == b"\r\n":
+        if self._scan == 0 and self.inbuf.startswith(b"\r\n"):
             # RFC 9112 2.2: ignore empty lines before a request line (old clients add
             # one after a POST body); bounded by the head size limit like any byte.
             stripped = self.inbuf.lstrip(b"\r\n")

@@ -194,14 +194,10 @@ class RawxApp:
         exchange.bucket = entry[0].bucket
         return reader, entry[0], entry[1]
 
-    def _size_ok(self, reader, stored):
-        size = stored.get("chunk_size")
-        if not size or stored.get("compression"):
-            return True
-        try:
-            return int(size) == reader.size
-        except ValueError:
-            return False
+    @staticmethod
+    def _size_ok(reader, stored):
+        expected = stored.expected_size
+        return expected is None or expected == reader.size
 
     def _chunk_get(self, chunk_id, request, exchange):
         reader, stored, fields = self._open(chunk_id, exchange)

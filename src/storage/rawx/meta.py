@@ -282,7 +282,7 @@ class StoredMeta:
     """Metadata of a chunk on disk, from its xattrs (current or legacy layout)."""
 
     __slots__ = ("chunk_id", "attrs", "fullpath", "container_id", "content_path",
-                 "content_version", "content_id", "account", "bucket")
+                 "content_version", "content_id", "account", "bucket", "expected_size")
 
     def __init__(self, chunk_id, attrs):
         self.chunk_id = chunk_id
@@ -291,6 +291,16 @@ class StoredMeta:
         fp = FullPath.from_stored(raw) if raw else None
         self.fullpath = raw
         self.account = self.bucket = None
+        # the size the file must have, or None when it cannot be checked (no stored
+        # size, or compressed data); a stored size that is not a number never matches
+        size = attrs.get(XATTR["chunk_size"])
+        if not size or attrs.get(XATTR["compression"]):
+            self.expected_size = None
+        else:
+            try:
+                self.expected_size = int(size)
+            except ValueError:
+                self.expected_size = -1
         if fp is not None:
             self.account = fp.account
             self.bucket = fp.container
