@@ -19,7 +19,7 @@ class Layout:
     """Sizes and offsets for RS(k, m) with OpenIO's segment size."""
 
     def __init__(self, k=6, m=3, segment_size=SEGMENT_SIZE):
-        if k < 1 or m < 1 or segment_size < 2 * k or segment_size % (2 * k):
+        if k < 1 or m < 1 or segment_size < 2 * k:
             raise ValueError(f"bad layout k={k} m={m} segment_size={segment_size}")
         self.k = k
         self.m = m
