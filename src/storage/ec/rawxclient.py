@@ -8,7 +8,6 @@ stream; HEAD can ask the server to re-hash the chunk.
 """
 import http.client
 import logging
-import socket
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -246,8 +245,3 @@ class ChunkUpload:
             return RawxError(f"PUT /{self.chunk_id} on {self.client.base_url}: "
                              f"{status} {reason}", status)
         return RawxError(f"PUT /{self.chunk_id} on {self.client.base_url}: {exc}")
-
-
-def is_unreachable(exc):
-    return isinstance(exc, (RawxError, socket.timeout, OSError)) and \
-        getattr(exc, "status", None) is None
