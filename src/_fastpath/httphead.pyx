@@ -51,6 +51,8 @@ cdef enum:
     _H_CONNECTION = 3
     _H_EXPECT = 4
     _MAX_KNOWN = 48
+    _MAX_KNOWN_LEN = 48     # longer names are never known
+    _PER_LEN = 6            # known names of one length, at most
 
 # Names that come back as these interned str objects instead of new ones (saves an
 # allocation and a hash per field); the first five are the ones with meaning above.
@@ -74,13 +76,12 @@ cdef unsigned char _LOWER[256]          # ASCII lower-casing, other bytes unchan
 cdef tuple _known = tuple(_KNOWN_NAMES)
 cdef tuple _methods = tuple(_KNOWN_METHODS)
 cdef const unsigned char *_known_ptr[_MAX_KNOWN]
-cdef Py_ssize_t _known_len[_MAX_KNOWN]
-cdef Py_ssize_t _n_known = 0
+# indices into _KNOWN_NAMES by name length, -1 terminated
+cdef signed char _by_len[_MAX_KNOWN_LEN][_PER_LEN + 1]
 
 
 cdef int _init_tables() except -1:
-    global _n_known
-    cdef int c
+    cdef int c, k, i, n
     cdef bytes tchar = (b"!#$%&'*+-.^_`|~0123456789"
                         b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     for c in range(256):
@@ -95,11 +96,19 @@ cdef int _init_tables() except -1:
     for c in tchar:
         _CLASS[c] |= _C_TCHAR
     assert len(_known) <= _MAX_KNOWN
-    for name in _known:
+    for n in range(_MAX_KNOWN_LEN):
+        _by_len[n][0] = -1
+    for i, name in enumerate(_known):
         # the str objects live as long as the module (in _known); ASCII, so 1-byte data
-        _known_ptr[_n_known] = PyUnicode_1BYTE_DATA(name)
-        _known_len[_n_known] = PyUnicode_GET_LENGTH(name)
-        _n_known += 1
+        _known_ptr[i] = PyUnicode_1BYTE_DATA(name)
+        n = PyUnicode_GET_LENGTH(name)
+        assert name == name.lower() and name.isascii() and n < _MAX_KNOWN_LEN, name
+        k = 0
+        while _by_len[n][k] >= 0:
+            k += 1
+        assert k < _PER_LEN, name
+        _by_len[n][k] = i
+        _by_len[n][k + 1] = -1
     return 0
 
 
@@ -222,16 +231,19 @@ cdef int _version(const unsigned char *v, Py_ssize_t n) noexcept:
 
 
 cdef Py_ssize_t _known_index(const unsigned char *name, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, k = 0
     cdef const unsigned char *known
-    for i in range(_n_known):
-        if _known_len[i] != n:
-            continue
+    if n >= _MAX_KNOWN_LEN:
+        return -1
+    while _by_len[n][k] >= 0:
+        i = _by_len[n][k]
+        k += 1
         known = _known_ptr[i]
-        for j in range(n):
-            if _LOWER[name[j]] != known[j]:
-                break
-        else:
+        # from the end: the x-oio-chunk-meta-* names share long prefixes
+        j = n - 1
+        while j >= 0 and _LOWER[name[j]] == known[j]:
+            j -= 1
+        if j < 0:
             return i
     return -1
 
