@@ -16,9 +16,12 @@ so a metachunk holds up to 600 MiB with k=6 and each chunk file is about
 moves a bounded amount and a node failure spreads over many chunks.
 """
 import hashlib
+import io
 import logging
+import os
 import queue
 import secrets
+import stat
 import threading
 import time
 
@@ -148,6 +151,17 @@ class _Uploader(threading.Thread):
         self.done[number] = (chunk_hash, self._size)
 
 
+def _known_size(stream):
+    """Bytes left in a regular file stream, or None."""
+    try:
+        st = os.fstat(stream.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return st.st_size - stream.tell()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
 def _read_full(stream, buf):
     """Fill buf from the stream; returns the bytes read (short only at EOF)."""
     view = memoryview(buf)
@@ -169,13 +183,15 @@ def _read_full(stream, buf):
 def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         content_id=None, k=6, m=3, chunk_size=DEFAULT_CHUNK_SIZE, storage_policy=None,
         chksum_type="none", library_version=DEFAULT_LIBRARY_VERSION, timeout=30.0,
-        progress=None):
+        progress=None, size=None):
     """Store the bytes of a binary stream as an EC object on k + m of the
     ``nodes`` (URLs) chosen per metachunk by rendezvous hashing; returns its
     description (a dict, see storage.ec.description). ``chunk_size`` is the
     data bytes per chunk (metachunk = k x chunk_size, whole MiB);
-    ``progress(nbytes)`` is called after each segment. WriteError on failure
-    (chunks already stored are deleted, best effort)."""
+    ``progress(nbytes)`` is called after each segment; ``size`` (bytes the
+    stream will give, found with fstat for a regular file) lets a
+    one-metachunk object skip hashing its bytes twice. WriteError on
+    failure (chunks already stored are deleted, best effort)."""
     layout = Layout(k, m, SEGMENT_SIZE)
     codec = Codec(k, m, chksum_type=chksum_type, library_version=library_version)
     limit = layout.metachunk_limit(chunk_size)
@@ -199,7 +215,10 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
     for u in uploaders:
         u.start()
     segment = bytearray(SEGMENT_SIZE)
-    obj_md5 = hashlib.md5()
+    if size is None:
+        size = _known_size(stream)
+    # One metachunk: its MD5 is the object's, no need to hash twice.
+    obj_md5 = hashlib.md5() if size is None or size > limit else None
     ok = False
     try:
         seg_len = _read_full(stream, segment)
@@ -224,7 +243,12 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
                 if c["size"] != mc["chunk_size"]:
                     raise WriteError(f"chunk {c['pos']}: sent {c['size']} bytes, layout says "
                                      f"{mc['chunk_size']}")
-        desc["md5"] = obj_md5.hexdigest().upper()
+        if obj_md5 is None:
+            if len(desc["metachunks"]) != 1:
+                raise WriteError(f"the stream gave more than the {size} bytes announced")
+            desc["md5"] = desc["metachunks"][0]["hash"]
+        else:
+            desc["md5"] = obj_md5.hexdigest().upper()
         ok = True
         return desc
     finally:
@@ -252,7 +276,8 @@ def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, code
     while seg_len and size < limit:
         data = memoryview(segment)[:seg_len]
         mc_md5.update(data)
-        obj_md5.update(data)
+        if obj_md5 is not None:
+            obj_md5.update(data)
         bufs = _take(pool, uploaders)
         fsize = codec.encode_into(data, bufs.views)
         bufs.arm(layout.n)

@@ -17,6 +17,7 @@ was refused is answered at once and the connection closed.
 import errno
 import logging
 import os
+import select
 import socket
 import time
 
@@ -32,9 +33,37 @@ log = logging.getLogger(__name__)
 S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED = range(5)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
-SMALL_FILE = 64 << 10
-HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head  # up to this size a file body is read and sent with the head
+SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
+HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head
+PUMP_LINGER = 0.002  # seconds an I/O thread waits for more body bytes
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+
+def pump_for(sockfd, filefd, buf, hasher, limit, linger=PUMP_LINGER):
+    """``streamio.pump`` on an I/O thread: when the socket runs dry, wait up to
+    ``linger`` seconds for more before handing the connection back to the loop (each
+    hand-back costs a loop round trip; a slow client still holds a thread only that
+    long). Same results as pump; DiskWriteError.received counts every round."""
+    total = 0
+    poller = None
+    deadline = time.monotonic() + linger
+    while True:
+        try:
+            moved, status = streamio.pump(sockfd, filefd, buf, hasher, limit - total)
+        except streamio.DiskWriteError as exc:
+            exc.received = total + getattr(exc, "received", 0)
+            raise
+        total += moved
+        if status != streamio.AGAIN or total >= limit:
+            return total, status
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            return total, status
+        if poller is None:
+            poller = select.poll()
+            poller.register(sockfd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            return total, status
 
 
 class FileBody:
@@ -283,7 +312,7 @@ class Connection:
                 sockfd, filefd, hasher, limit = self.fd, upload.fd, upload.hasher, \
                     self.remaining
                 offloader.submit(
-                    lambda: streamio.pump(sockfd, filefd, offloader.buffer(), hasher, limit),
+                    lambda: pump_for(sockfd, filefd, offloader.buffer(), hasher, limit),
                     self._pump_done)
                 return
             try:
