@@ -69,7 +69,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before the node had its own handlers
+        return 130
 
 
 if __name__ == "__main__":
