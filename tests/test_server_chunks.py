@@ -343,3 +343,12 @@ def test_metadata_cache_sees_every_change(node):
     assert node.request("GET", f"/{cid}")[1]["x-oio-ext-k"] == "three"
     os.removexattr(path, "user.grid.chunk.hash")
     assert node.request("HEAD", f"/{cid}")[0] == 500
+
+
+def test_durable_put_with_fsync_and_fsync_dir(node_factory):
+    node = node_factory(fsync="on", fsync_dir="yes", fallocate="enabled")
+    cid = chunk_id(19)
+    body = os.urandom(300_000)
+    assert node.put(cid, body)[0] == 201
+    assert node.request("GET", f"/{cid}")[2] == body
+    assert os.path.getsize(node.chunk_path(cid)) == len(body)  # fallocate did not pad
