@@ -237,16 +237,35 @@ def test_corrupt_payload_without_checksum_caught_by_verify(cluster):
     assert [(r["pos"], r["state"]) for r in bad] == [("0.2", "corrupt")]
 
 
-def test_too_many_lost(cluster):
+def test_missing_chunks(cluster):
+    """Up to 3 missing chunks (404) read fine; a 4th is a clear error."""
     data = data_of(MIB // 2, 6)
     desc = put(cluster, data)
-    for c in desc["metachunks"][0]["chunks"][2:6]:
+    chunks = desc["metachunks"][0]["chunks"]
+    for n, c in enumerate(chunks[2:6]):
         node, cid = split_chunk_url(c["url"])
         assert RawxClient(node).delete(cid) == 204
-    with pytest.raises(reader.ECReadError, match="only 5 usable chunks of 9, need 6"):
+        if n < 3:
+            assert reader.read_all(desc, verify=True) == data
+    with pytest.raises(reader.ECReadError, match="only 5 usable chunks of 9, need 6") as err:
         reader.read_all(desc)
+    assert "missing (404)" in str(err.value)
     states = [r["state"] for r in rebuild.check(desc)]
     assert states.count("missing") == 4 and states.count("ok") == 5
+
+
+def test_range_touches_only_its_segments(cluster):
+    """Segment 0 is unreadable in 4 chunks: the whole object cannot be read,
+    but a range in segments 1-2 never looks at segment 0's fragments."""
+    data = data_of(3 * MIB + 10, 12)
+    desc = put(cluster, data)
+    mc = desc["metachunks"][0]
+    for i in (0, 1, 6, 7):
+        flip(chunk_file(cluster, description.chunk_of(mc, i)), 70)     # segment 0 header
+    with pytest.raises(reader.ECReadError, match="segment 0"):
+        reader.read_all(desc)
+    assert reader.read_all(desc, MIB, 3 * MIB - 1) == data[MIB:3 * MIB]
+    assert reader.read_all(desc, 3 * MIB + 2, 3 * MIB + 5) == data[3 * MIB + 2:3 * MIB + 6]
 
 
 def test_put_fails_cleanly_with_a_dead_node(cluster):
