@@ -64,6 +64,8 @@ def build_parser():
                        "(default: embedded, 127.0.0.1:6009, ./data/rawx)")
     serve.add_argument("--workers", type=int, help="override the workers directive")
     serve.set_defaults(func=cmd_serve)
+    from storage import ec_cli
+    ec_cli.add_subparser(sub)
     return parser
 
 
