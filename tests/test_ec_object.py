@@ -126,6 +126,20 @@ def test_several_metachunks(cluster):
         assert reader.read_all(desc, s, e) == data[s:e + 1], (s, e)
 
 
+def test_exact_multiple_of_the_metachunk_size(cluster, tmp_path):
+    """No empty trailing metachunk, whether the size is known or not."""
+    data = data_of(2 * MIB, 13)
+    desc = put(cluster, data, chunk_size=100_000)
+    assert [m["size"] for m in desc["metachunks"]] == [MIB, MIB]
+    src = tmp_path / "in"
+    src.write_bytes(data[:MIB])
+    with open(src, "rb") as f:
+        desc = writer.put(f, urls(cluster), path="f", chunk_size=100_000)
+    assert [m["size"] for m in desc["metachunks"]] == [MIB]
+    assert desc["md5"] == hashlib.md5(data[:MIB]).hexdigest().upper()
+    assert reader.read_all(desc, verify=True) == data[:MIB]
+
+
 def test_chunk_metadata(cluster):
     """The chunk headers OpenIO's client sends, as the node stored them."""
     data = data_of(MIB + 100, 1)
