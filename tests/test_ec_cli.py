@@ -103,6 +103,15 @@ def test_put_get_check_rebuild(cluster, nodes_file, tmp_path, capsys):
     assert run(capsys, "get", str(dpath), "-o", str(got))[0] == 0
     assert got.read_bytes() == data
 
+    # Four chunks gone: get fails and leaves no output file.
+    for c in new["metachunks"][0]["chunks"][:4]:
+        node, cid = split_chunk_url(c["url"])
+        assert RawxClient(node).delete(cid) == 204
+    got.unlink()
+    status, _, err = run(capsys, "get", str(dpath), "-o", str(got))
+    assert status == 1 and "only 5 usable chunks" in err
+    assert not got.exists()
+
 
 def test_usage_errors(cluster, tmp_path, capsys):
     src = tmp_path / "in"

@@ -11,6 +11,7 @@ check found bad chunks), 2 bad arguments or description.
 """
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -117,8 +118,6 @@ def _fail(message, status=EXIT_FAILED):
 
 # -- put -----------------------------------------------------------------------
 def cmd_put(args):
-    import os
-
     from storage.ec import writer
     nodes = read_nodes(args)
     if len(nodes) < 9:
@@ -175,22 +174,26 @@ def cmd_get(args):
             raise ValueError(f"range {args.range} is not satisfiable for {size} bytes")
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    out = sys.stdout.buffer if args.output in (None, "-") else open(args.output, "wb")
+    to_file = args.output not in (None, "-")
+    out = open(args.output, "wb") if to_file else sys.stdout.buffer
     progress = _progress(args, max(0, min(end, size - 1) - start + 1), "get")
+    failed = None
     try:
         for piece in reader.read(desc, start, end, timeout=args.timeout, verify=args.verify,
                                  progress=progress):
             out.write(piece)
         out.flush()
-    except reader.ECReadError as exc:
-        return _fail(f"get failed: {exc}")
-    except OSError as exc:
-        return _fail(f"get failed: {exc}")
+    except (reader.ECReadError, OSError) as exc:
+        failed = exc
     finally:
         if progress is not None:
             progress.close()
-        if out is not sys.stdout.buffer:
+        if to_file:
             out.close()
+    if failed is not None:
+        if to_file:     # never leave wrong or partial bytes behind
+            os.unlink(args.output)
+        return _fail(f"get failed: {failed}")
     return EXIT_OK
 
 
