@@ -44,18 +44,20 @@ class FragmentSource:
     """
 
     def __init__(self, mc, layout, first, last, exclude=(), timeout=30.0):
+        """Segments ``first``..``last`` (inclusive) will be asked for."""
+        if not 0 <= first <= last:
+            raise ValueError(f"bad segment span {first}..{last}")
         self.mc = mc
         self.layout = layout
         self.timeout = timeout
-        self.range_end = layout.fragment_span(mc["size"], last)[0] + \
-            layout.fragment_span(mc["size"], last)[1] - 1
+        last_off, last_len = layout.fragment_span(mc["size"], last)
+        self.range_end = last_off + last_len - 1        # inclusive, in the chunks
         self.chunks = {c["index"]: c for c in mc["chunks"]}
         self.order = [i for i in range(layout.n) if i not in set(exclude)]
         self.bad = {}               # index -> reason
         self.streams = {}           # index -> (ChunkReader, next chunk offset)
         self.buffers = {}
         self.problems = []
-        self.first = first
 
     def _drop(self, index, reason):
         self.bad[index] = reason
