@@ -54,7 +54,7 @@ cdef enum:
     _MAX_KNOWN_LEN = 48     # longer names are never known
     _PER_LEN = 6            # known names of one length, at most
 
-# Names that come back as these interned str objects instead of new ones (saves an
+# Names that come back as these shared str objects instead of new ones (saves an
 # allocation and a hash per field); the first five are the ones with meaning above.
 _KNOWN_NAMES = (
     "host", "content-length", "transfer-encoding", "connection", "expect",
