@@ -11,6 +11,7 @@ import threading
 import zlib
 
 import pytest
+from paths import EC_VECTORS
 from hypothesis import given, settings, strategies as st
 
 from conftest import twin_params
@@ -19,9 +20,7 @@ from storage.ec.codec import Codec
 from storage.ec.errors import (ECBadFragmentChecksum, ECInsufficientFragments,
                                ECInvalidFragmentMetadata, ECInvalidParameter)
 
-VECTORS = pathlib.Path("/work/shared/vectors/ec")
-if not VECTORS.exists():
-    VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ec"
+VECTORS = EC_VECTORS
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
 PATTERNS = list(itertools.combinations(range(9), 3))
 

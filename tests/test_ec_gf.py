@@ -5,13 +5,12 @@ import pathlib
 
 import numpy as np
 import pytest
+from paths import EC_VECTORS
 from hypothesis import given, settings, strategies as st
 
 from storage.ec import gf
 
-VECTORS = pathlib.Path("/work/shared/vectors/ec")
-if not VECTORS.exists():
-    VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ec"
+VECTORS = EC_VECTORS
 
 elements = st.integers(0, 0xFFFF)
 nonzero = st.integers(1, 0xFFFF)

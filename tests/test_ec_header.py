@@ -6,14 +6,13 @@ import struct
 import zlib
 
 import pytest
+from paths import EC_VECTORS
 from hypothesis import given, settings, strategies as st
 
 from storage.ec import header
 from storage.ec.errors import ECBadFragmentChecksum, ECInvalidFragmentMetadata
 
-VECTORS = pathlib.Path("/work/shared/vectors/ec")
-if not VECTORS.exists():
-    VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "vectors" / "ec"
+VECTORS = EC_VECTORS
 
 
 def vector_headers():
