@@ -482,3 +482,141 @@ def test_used_after_fork_drops_and_does_not_raise(closing):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert events.dropped == 0
+
+
+# ---- a scripted peer: replies beanstalkd would send only under memory pressure or bugs --
+class ScriptedPeer:
+    """Accepts connections one after the other and lets ``handler(index, peer)`` answer
+    each; ``peer.command()`` reads one command line and, for put, its body."""
+
+    def __init__(self, handler):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.handler = handler
+        self.stop = threading.Event()
+        self.errors = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        index = 0
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            conn.settimeout(5)
+            self.conn, self.buf = conn, b""
+            try:
+                self.handler(index, self)
+            except Exception as exc:  # reported by close()
+                self.errors.append(exc)
+            finally:
+                conn.close()
+            index += 1
+
+    def command(self):
+        """(command line, body or None); EOFError when the client hung up."""
+        while b"\r\n" not in self.buf:
+            data = self.conn.recv(65536)
+            if not data:
+                raise EOFError
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        if not line.startswith(b"put "):
+            return line, None
+        size = int(line.split()[-1]) + 2
+        while len(self.buf) < size:
+            data = self.conn.recv(65536)
+            if not data:
+                raise EOFError
+            self.buf += data
+        body, self.buf = self.buf[:size], self.buf[size:]
+        assert body.endswith(b"\r\n")
+        return line, body[:-2]
+
+    def reply(self, text):
+        self.conn.sendall(text + b"\r\n")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+        assert not self.errors, self.errors
+
+
+def test_transient_replies_are_retried_and_permanent_ones_counted(closing):
+    received = []
+
+    def handler(index, peer):
+        assert peer.command() == (b"use oio", None)
+        peer.reply(b"USING oio")
+        while True:
+            try:
+                line, body = peer.command()
+            except EOFError:
+                return
+            assert line == b"put 2147483648 0 120 %d" % len(body)
+            event = indices([body])[0]
+            received.append(event)
+            if event == 0 and received.count(0) == 1:
+                peer.reply(b"OUT_OF_MEMORY")
+            elif event == 1:
+                peer.reply(b"BURIED 7")  # stored but buried: sending it again would duplicate
+            elif event == 2:
+                peer.reply(b"JOB_TOO_BIG")
+            else:
+                peer.reply(b"INSERTED %d" % len(received))
+
+    peer = ScriptedPeer(handler)
+    try:
+        events = make_events(peer.port, closing)
+        for index in range(5):
+            events.emit("storage.chunk.new", "-", event_data(index))
+        assert wait_for(lambda: events.sent + events.failed == 5)
+        assert (events.sent, events.failed, events.dropped, events.queued) == (3, 2, 0, 0)
+        assert sorted(received) == [0, 0, 1, 2, 3, 4]  # only the refused-for-now is resent
+        assert events.close(2)
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("breakage", [b"", b"NOT_A_REPLY", b"EXPECTED_CRLF"])
+def test_unacknowledged_puts_are_resent_in_order_on_a_new_connection(closing, breakage):
+    """The first connection takes one put and then hangs up (or says something the
+    sender cannot follow): every event still unacknowledged goes again, in order."""
+    received = {0: [], 1: []}
+
+    def handler(index, peer):
+        assert peer.command() == (b"use oio", None)
+        peer.reply(b"USING oio")
+        while True:
+            try:
+                _, body = peer.command()
+            except EOFError:
+                return
+            received[min(index, 1)].append(indices([body])[0])
+            if index == 0:
+                if breakage:
+                    peer.reply(breakage)
+                return
+            peer.reply(b"INSERTED %d" % len(received[1]))
+
+    peer = ScriptedPeer(handler)
+    try:
+        events = make_events(peer.port, closing)
+        for index in range(20):
+            events.emit("storage.chunk.new", "-", event_data(index))
+        assert events.close(5)
+    finally:
+        peer.close()
+    first = received[0][0]
+    assert first == 0
+    if breakage == b"EXPECTED_CRLF":  # refused for good: counted, not resent
+        assert (events.failed, received[1]) == (1, list(range(1, 20)))
+    else:
+        assert (events.failed, received[1]) == (0, list(range(20)))
+    assert events.sent == len(received[1]) and events.dropped == 0

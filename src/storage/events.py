@@ -8,7 +8,14 @@ before the next is taken.
 
 Delivery is at-least-once: events whose ``INSERTED`` reply has not been read when the
 connection breaks are sent again, first and in order, once a new connection is up, so a
-consumer may see an event twice after a beanstalkd restart, never out of order.
+consumer may see an event twice after a beanstalkd restart, never out of order. Replies
+that retrying cannot fix (JOB_TOO_BIG, BURIED, EXPECTED_CRLF, ...) drop the event and
+count it in ``failed``; "not now" replies (DRAINING, OUT_OF_MEMORY, INTERNAL_ERROR) keep it
+and send it again after a pause: only then may it arrive after events queued behind it
+that the same pipelined batch already delivered.
+
+Memory: an event is about 1 KiB of JSON, so the default 10000 events is ~10 MiB per
+worker process.
 
 Overflow policy: when the queue holds ``max_queue`` events (counting those in flight),
 ``emit()`` drops the NEW event (the queue stays a gap-free run of the oldest events, so
@@ -427,7 +434,6 @@ class BeanstalkEvents:
         try:
             for body in inflight:
                 line = self._read_line()
-                done += 1
                 word = line.split(b" ", 1)[0]
                 if word == b"INSERTED":
                     self.sent += 1
@@ -443,11 +449,12 @@ class BeanstalkEvents:
                                            self.host, self.port,
                                            line[:80].decode("ascii", "replace"), len(body),
                                            self.failed)
-                    if word in RESYNC:
-                        resync = word.decode("ascii")
-                        break
-                else:
+                else:  # this event stays in flight: it is sent again
                     raise ProtocolError(f"unexpected reply to put: {bytes(line[:80])!r}")
+                done += 1
+                if word in RESYNC:
+                    resync = word.decode("ascii")
+                    break
         finally:
             # whatever was not acknowledged stays in flight, in order, ahead of the queue
             rest = inflight[done:]
