@@ -9,6 +9,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from paths import EC_VECTORS
 from pyeclib.ec_iface import ECDriver as PyECDriver
 
 from nodeutil import Node
@@ -16,7 +17,7 @@ from storage.ec import description, reader, rebuild, writer
 from storage.ec.layout import MIB, Layout
 from storage.ec.rawxclient import RawxClient, split_chunk_url
 
-VECTORS = "/work/shared/vectors/ec"
+VECTORS = str(EC_VECTORS)
 FS = 174844
 LAYOUT = Layout()
 

@@ -7,11 +7,12 @@ import os
 import random
 
 import pytest
+from paths import EC_VECTORS
 
 from storage.ec import Codec
 from storage.ec.layout import MIB, SEGMENT_SIZE, Layout, locate
 
-VECTORS = "/work/shared/vectors/ec"
+VECTORS = str(EC_VECTORS)
 FS = 174844
 
 
