@@ -11,13 +11,14 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from storage.config import ConfigError
-from storage.events import (BeanstalkEvents, DATA_KEYS, encode_event, parse_event_agent)
+from storage.config import ConfigError, build
+from storage.events import (BeanstalkEvents, DATA_KEYS, encode_event, from_config,
+                            parse_event_agent)
 from storage.rawx.meta import StoredMeta
 
 BEANSTALKD = shutil.which("beanstalkd")
-needs_beanstalkd = pytest.mark.skipif(BEANSTALKD is None,
-                                      reason="beanstalkd not installed (apt-get install beanstalkd)")
+needs_beanstalkd = pytest.mark.skipif(
+    BEANSTALKD is None, reason="beanstalkd not installed (apt-get install beanstalkd)")
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -197,7 +198,8 @@ def test_parse_event_agent(url, expected):
 @pytest.mark.parametrize("url", [
     "", "127.0.0.1:11300", "tcp://127.0.0.1:11300", "beanstalk://", "beanstalk://host",
     "beanstalk://:11300", "beanstalk://host:", "beanstalk://host:0", "beanstalk://host:65536",
-    "beanstalk://host:port", "beanstalk://host:+80", "beanstalk://host:１２", "beanstalk://::1:11300",
+    "beanstalk://host:port", "beanstalk://host:+80", "beanstalk://host:１２",
+    "beanstalk://::1:11300",
     "beanstalk://[::1]", "beanstalk://[::1:11300", "beanstalk://[nothex]:11300",
     "beanstalk://host:11300/path", "beanstalk://user@host:11300", "BEANSTALK://host:1",
 ])
@@ -207,6 +209,19 @@ def test_parse_event_agent_rejects(url):
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert message.startswith("event_agent: ") and "\n" not in message
+
+
+def test_from_config(closing):
+    base = {"listen_host": "127.0.0.1", "listen_port": 6200, "namespace": "NS",
+            "docroot": "/srv"}
+    assert from_config(build(dict(base))) is None
+    port = free_port()
+    config = build(dict(base, events=True, event_agent=f"beanstalk://127.0.0.1:{port}"))
+    events = closing(from_config(config, max_queue=5))
+    assert (events.host, events.port, events.tube, events.max_queue) == \
+        ("127.0.0.1", port, "oio", 5)
+    with pytest.raises(ConfigError):
+        from_config(build(dict(base, events=True, event_agent="beanstalk://nohost")))
 
 
 def test_invalid_tube_and_sizes():
@@ -412,7 +427,8 @@ def test_draining_server_is_retried(beanstalkd_factory, closing):
     assert wait_for(lambda: server_stats(server.port)["draining"] == "true")
     for index in range(1, 6):
         events.emit("storage.chunk.new", "-", event_data(index))
-    assert wait_for(lambda: int(server_stats(server.port)["cmd-put"]) >= 2)  # DRAINING came back at least once
+    # a put after the drain began came back DRAINING
+    assert wait_for(lambda: int(server_stats(server.port)["cmd-put"]) >= 2)
     assert events.sent == 1 and events.queued == 5 and events.failed == 0
     server.kill()
     server.start()

@@ -109,6 +109,14 @@ def parse_event_agent(url):
     return host, int(port_text)
 
 
+def from_config(config, **kwargs):
+    """A started BeanstalkEvents for a Config with ``events`` on, else None. Call it in
+    the worker process, after the fork. kwargs go to BeanstalkEvents."""
+    if not config.events:
+        return None
+    return BeanstalkEvents.from_url(config.event_agent, **kwargs)
+
+
 def _text(value):
     if value is None:
         return ""
