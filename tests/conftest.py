@@ -41,3 +41,12 @@ def node_factory(tmp_path):
 @pytest.fixture
 def node(node_factory):
     return node_factory()
+
+
+@pytest.fixture
+def beanstalkd_factory():
+    """Real beanstalkd processes on free 127.0.0.1 ports: ``beanstalkd_factory(start=True,
+    binlog=None, max_job_size=None)``; all are killed at teardown."""
+    from beanstalkutil import beanstalkd_servers
+
+    yield from beanstalkd_servers()

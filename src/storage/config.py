@@ -224,8 +224,11 @@ def build(values):
             raise ConfigError(f"{directive}: missing required directive")
     if not os.path.isabs(values["docroot"]):
         raise ConfigError(f"docroot: must be an absolute path, got {values['docroot']!r}")
-    if values.get("events") and not values.get("event_agent", "").startswith("beanstalk://"):
-        raise ConfigError("event_agent: events on needs event_agent beanstalk://host:port")
+    if values.get("events"):
+        if not values.get("event_agent"):
+            raise ConfigError("event_agent: events on needs event_agent beanstalk://host:port")
+        from storage.events import parse_event_agent  # imports this module
+        parse_event_agent(values["event_agent"])
     access = values.get("access_log", "-")
     if access not in ("-", "off") and not os.path.isabs(access):
         raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from storage import volume
+from storage import events, volume
 from storage.http.connection import Connection
 from storage.loop import READ, EventLoop
 from storage.offload import Offloader
@@ -82,7 +82,8 @@ class Worker:
         self.probe = volume.LivenessProbe(config.docroot, config.probe_interval)
         repo = FsChunkRepo(config.docroot, config.hash_width, config.hash_depth, config.fsync,
                            config.fsync_dir, config.fallocate)
-        self.app = RawxApp(config, repo, self.stats, volume=self.probe)
+        self.events = events.from_config(config)  # after fork: it owns a thread
+        self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events)
         self.listener = Listener(sock, self)
         self.offloader = None
         if config.io_threads:
@@ -124,6 +125,8 @@ class Worker:
                     conn.close()
                 if self.offloader is not None:
                     self.offloader.close()
+                if self.events is not None:
+                    self.events.close(1.0)
                 self.loop.stop()
                 return
         self.loop.call_later(0.1 if self.stopping else 0.25, self._tick)
