@@ -137,7 +137,7 @@ class Connection:
         self.received = 0
         self.keep_alive = True
         self.pending_reply = None
-        self._want_write = False
+        self._events = READ  # what the selector watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
         self._deferred = None  # what to do once it hands them back (close, timeout)
         self.deadline = time.monotonic() + self.config.timeout_idle
@@ -177,12 +177,12 @@ class Connection:
         if not n:
             if self.state == S_WRITE:
                 self.keep_alive = False  # finish writing, then close
-                self.loop.modify(self, WRITE)
+                self._watch(WRITE)
                 return False
             self.close()
             return False
         if len(self.inbuf) + len(data) > self.config.headers_buffer_size + (1 << 20):
-            self.loop.modify(self, WRITE)  # stop reading until the reply is out
+            self._watch(WRITE)  # stop reading until the reply is out
         self.inbuf += data
         return True
 
@@ -308,6 +308,7 @@ class Connection:
             if offloader is not None:
                 # The connection sits out of the selector while a thread pumps it.
                 self.loop.unregister(self)
+                self._events = 0
                 self.busy = True
                 sockfd, filefd, hasher, limit = self.fd, upload.fd, upload.hasher, \
                     self.remaining
@@ -347,6 +348,7 @@ class Connection:
             deferred()
             return
         self.loop.register(self, READ)
+        self._events = READ
         self._pumped(result)
 
     def _pumped(self, result):
@@ -559,9 +561,7 @@ class Connection:
         except (BlockingIOError, InterruptedError):
             if self.exchange is not None:
                 self.exchange.bytes_out += sent
-            if not self._want_write:
-                self._want_write = True
-                self.loop.modify(self, WRITE)
+            self._watch(WRITE)
             return
         except OSError:
             if self.exchange is not None:
@@ -580,11 +580,15 @@ class Connection:
             return
         self.state = S_HEAD
         self.deadline = time.monotonic() + self.config.timeout_idle
-        if self._want_write:
-            self._want_write = False
-        self.loop.modify(self, READ)
+        self._watch(READ)
         if self.inbuf:
             self._try_head()
+
+    def _watch(self, events):
+        """Ask the selector for ``events``; a syscall only when it changes."""
+        if self._events != events:
+            self.loop.modify(self, events)
+            self._events = events
 
     def _finish_exchange(self):
         exchange, self.exchange = self.exchange, None
