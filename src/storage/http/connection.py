@@ -187,6 +187,28 @@ class Connection:
         return True
 
     def _read_head(self):
+        if not self.inbuf:
+            # The common case: one read holds exactly one whole head. Parse it from the
+            # receive buffer instead of staging it in inbuf.
+            buf = self.worker.buffer
+            try:
+                n = self.sock.recv_into(buf, min(HEAD_READ, len(buf)))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            if not n:
+                self.close()
+                return
+            if n <= self.config.headers_buffer_size and buf.find(b"\r\n\r\n", 0, n) == n - 4 \
+                    and buf[0] != 13:
+                self._scan = 0
+                self._start_request(bytes(memoryview(buf)[:n]))
+                return
+            self.inbuf += memoryview(buf)[:n]
+            self._try_head()
+            return
         if not self._read_more():
             return
         self._try_head()
@@ -214,13 +236,17 @@ class Connection:
         if end > limit:
             self._refuse(HttpError(431, "request head too large"))
             return
-        if end == len(self.inbuf):  # the usual case: one request, nothing pipelined
+        if end == len(self.inbuf):  # one request, nothing pipelined
             head = bytes(self.inbuf)
             self.inbuf.clear()
         else:
             head = bytes(self.inbuf[:end])
             del self.inbuf[:end]
         self._scan = 0
+        self._start_request(head)
+
+    def _start_request(self, head):
+        """Parse a whole head (bytes) and dispatch the request."""
         started = self.exchange.started if self.exchange else time.monotonic()
         try:
             request = parse_head(head)
