@@ -21,6 +21,7 @@ import select
 import socket
 import time
 
+from storage.errors import StorageError
 from storage.fast import load
 from storage.http.head import HttpError, find_head_end, parse_head
 from storage.http.response import build_head
@@ -329,23 +330,23 @@ class Connection:
     # ---- body ----------------------------------------------------------------------
     def _read_body(self):
         upload = self.upload
-        if self.decoder is None and upload.fd >= 0:
+        if self.decoder is None and upload.direct:
             offloader = self.worker.offloader
             if offloader is not None:
-                # The connection sits out of the selector while a thread pumps it.
+                # The connection sits out of the selector while a thread opens the chunk
+                # file (first time) and pumps the body into it.
                 self.loop.unregister(self)
                 self._events = 0
                 self.busy = True
-                sockfd, filefd, hasher, limit = self.fd, upload.fd, upload.hasher, \
-                    self.remaining
+                sockfd, hasher, limit = self.fd, upload.hasher, self.remaining
                 offloader.submit(
-                    lambda: pump_for(sockfd, filefd, offloader.buffer(), hasher, limit),
+                    lambda: pump_for(sockfd, upload.open(), offloader.buffer(), hasher, limit),
                     self._pump_done)
                 return
             try:
-                result = streamio.pump(self.fd, upload.fd, self.worker.buffer, upload.hasher,
-                                       self.remaining)
-            except OSError as exc:
+                result = streamio.pump(self.fd, upload.open(), self.worker.buffer,
+                                       upload.hasher, self.remaining)
+            except (OSError, StorageError) as exc:
                 result = exc
             self._pumped(result)
             return
@@ -367,7 +368,7 @@ class Connection:
         self.busy = False
         try:
             result = future.result()
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             result = exc
         deferred, self._deferred = self._deferred, None
         if deferred is not None:  # closed or timed out while the thread held the fds
@@ -378,8 +379,8 @@ class Connection:
         self._pumped(result)
 
     def _pumped(self, result):
-        if isinstance(result, streamio.DiskWriteError):
-            self._upload_failed(result, in_pump=True)
+        if isinstance(result, (streamio.DiskWriteError, StorageError)):
+            self._upload_failed(result, in_pump=True)  # disk full, chunk taken, ...
             return
         if isinstance(result, OSError):
             self._client_gone()

@@ -33,6 +33,7 @@ STATUS = [  # most specific first
 QUIET_BODY = {404, 409, 416, 418}
 META_CACHE_SIZE = 4096  # chunks whose metadata a worker keeps decoded
 RACY_SECONDS = 1.0
+EARLY_BYTES = 64 << 10  # body bytes an upload holds in memory until its file exists
 ACCEPT_RANGES = (("Accept-Ranges", "bytes"),)
 CHUNK_METHODS = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "del",
                  "POST": "post", "COPY": "copy"}
@@ -57,24 +58,48 @@ def new_hasher(algo):
 
 
 class Upload:
-    """A chunk PUT in progress: what the connection streams the body into."""
+    """A chunk PUT in progress: what the connection streams the body into.
+
+    The pending file is created by ``open()``, which the connection calls on an I/O
+    thread together with the first pump of the body; body bytes that came with the
+    request head wait in memory (bounded) until then."""
+
+    direct = True  # the body can be pumped socket -> file through ``open()``'s fd
 
     def __init__(self, app, put_meta, writer, hasher, exchange):
         self.app = app
         self.meta = put_meta
         self.writer = writer
-        self.fd = writer.fd
         self.hasher = hasher
         self.exchange = exchange
+        self._early = bytearray()  # body bytes received before the file exists
+
+    def open(self):
+        """Create the pending file (if not yet) and flush the early bytes; -> its fd.
+        May run on an I/O thread; raises StorageError (ChunkExists, NoSpace, ...)."""
+        writer = self.writer
+        if not writer.opened:
+            writer.open()
+            if self._early:
+                early, self._early = self._early, None
+                writer.write(early, self.hasher)
+        return writer.fd
 
     def feed(self, data):
-        self.writer.write(data, self.hasher)
+        if self.writer.opened:
+            self.writer.write(data, self.hasher)
+        elif len(self._early) + len(data) <= EARLY_BYTES:
+            self._early += data
+        else:
+            self.open()
+            self.writer.write(data, self.hasher)
 
     def finish(self, trailers, received):
         trailers = [(n.decode("latin-1").lower() if isinstance(n, bytes) else n,
                      v.decode("latin-1") if isinstance(v, bytes) else v)
                     for n, v in trailers]
         try:
+            self.open()  # a body that never reached a pump (empty, or all early bytes)
             if self.hasher is not None:
                 computed = self.hasher.hexdigest().upper()
             else:  # checksum off: keep what the client announced
