@@ -17,6 +17,14 @@ cdef extern from "gf16_kernels.h" nogil:
                     const uint8_t *nibble, const uint16_t *scalar,
                     const uint8_t *const *inputs, uint8_t *const *outputs,
                     size_t nbytes)
+    int c_gf16_encode "gf16_encode"(int kernel, const uint16_t *coeffs, int rows, int cols,
+                    const uint8_t *nibble, const uint16_t *scalar,
+                    const uint8_t *data, size_t len, size_t bs,
+                    uint8_t *const *payloads)
+
+
+cdef extern from "zlib.h" nogil:
+    unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len)
 
 
 cdef class Gf16Matrix:

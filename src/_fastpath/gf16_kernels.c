@@ -126,7 +126,7 @@ __attribute__((target("avx2"), always_inline))
 static inline void avx2_group(const int NR, const uint16_t *coeffs, int r0, int cols,
                               const uint8_t *tables,
                               const uint8_t *const *in, uint8_t *const *out,
-                              size_t start, size_t end)
+                              uint8_t *const *copy, size_t start, size_t end)
 {
     /* Per 128-bit lane: even bytes (word low bytes) first, then odd bytes. */
     const __m256i split = _mm256_setr_epi8(
@@ -143,6 +143,11 @@ static inline void avx2_group(const int NR, const uint16_t *coeffs, int r0, int 
         for (int c = 0; c < cols; c++) {
             __m256i a = _mm256_loadu_si256((const __m256i *)(in[c] + t));
             __m256i b = _mm256_loadu_si256((const __m256i *)(in[c] + t + 32));
+            if (copy && copy[c]) {
+                /* encode: the data fragment is written from the loaded bytes */
+                _mm256_storeu_si256((__m256i *)(copy[c] + t), a);
+                _mm256_storeu_si256((__m256i *)(copy[c] + t + 32), b);
+            }
             a = _mm256_shuffle_epi8(a, split);
             b = _mm256_shuffle_epi8(b, split);
             /* lo: low bytes of 32 words, hi: their high bytes (same order). */
@@ -189,20 +194,23 @@ static inline void avx2_group(const int NR, const uint16_t *coeffs, int r0, int 
 /* Cache blocking: each pass over a block touches cols inputs and <= 4 outputs. */
 #define GF16_AVX2_BLOCK 8192
 
+/* copy: NULL, or per input column NULL or a region that receives a copy of
+ * that input (written by the first group of rows only). */
 __attribute__((target("avx2")))
 static void avx2_range(const uint16_t *coeffs, int rows, int cols,
                        const uint8_t *tables,
                        const uint8_t *const *in, uint8_t *const *out,
-                       size_t start, size_t end)
+                       uint8_t *const *copy, size_t start, size_t end)
 {
     for (size_t blk = start; blk < end; blk += GF16_AVX2_BLOCK) {
         size_t stop = blk + GF16_AVX2_BLOCK < end ? blk + GF16_AVX2_BLOCK : end;
         for (int r0 = 0; r0 < rows; r0 += GF16_AVX2_GROUP) {
+            uint8_t *const *cp = r0 == 0 ? copy : NULL;
             switch (rows - r0) {
-            case 1: avx2_group(1, coeffs, r0, cols, tables, in, out, blk, stop); break;
-            case 2: avx2_group(2, coeffs, r0, cols, tables, in, out, blk, stop); break;
-            case 3: avx2_group(3, coeffs, r0, cols, tables, in, out, blk, stop); break;
-            default: avx2_group(4, coeffs, r0, cols, tables, in, out, blk, stop); break;
+            case 1: avx2_group(1, coeffs, r0, cols, tables, in, out, cp, blk, stop); break;
+            case 2: avx2_group(2, coeffs, r0, cols, tables, in, out, cp, blk, stop); break;
+            case 3: avx2_group(3, coeffs, r0, cols, tables, in, out, cp, blk, stop); break;
+            default: avx2_group(4, coeffs, r0, cols, tables, in, out, cp, blk, stop); break;
             }
         }
     }
@@ -225,7 +233,7 @@ int gf16_matmul(int kernel, const uint16_t *coeffs, int rows, int cols,
             return -1;
         done = nbytes & ~(size_t)63;
         if (done)
-            avx2_range(coeffs, rows, cols, nibble, inputs, outputs, 0, done);
+            avx2_range(coeffs, rows, cols, nibble, inputs, outputs, NULL, 0, done);
 #else
         return -1;
 #endif
@@ -234,5 +242,56 @@ int gf16_matmul(int kernel, const uint16_t *coeffs, int rows, int cols,
     }
     if (done < nbytes)
         scalar_range(coeffs, rows, cols, scalar, inputs, outputs, done, nbytes);
+    return 0;
+}
+
+int gf16_encode(int kernel, const uint16_t *coeffs, int rows, int cols,
+                const uint8_t *nibble, const uint16_t *scalar,
+                const uint8_t *data, size_t len, size_t bs,
+                uint8_t *const *payloads)
+{
+    if (rows < 1 || cols < 1 || rows > GF16_MAX_ROWS || cols > GF16_MAX_COLS || (bs & 1)
+        || len > (size_t)cols * bs || scalar == NULL)
+        return -1;
+    if (kernel == GF16_KERNEL_AVX2) {
+#if GF16_X86 && defined(__GNUC__)
+        if (nibble == NULL)
+            return -1;
+#else
+        return -1;
+#endif
+    } else if (kernel != GF16_KERNEL_SCALAR) {
+        return -1;
+    }
+    const uint8_t *in[GF16_MAX_COLS];
+    uint8_t *copy[GF16_MAX_COLS];
+    size_t fused = kernel == GF16_KERNEL_AVX2 ? bs & ~(size_t)63 : 0;
+    for (int c = 0; c < cols; c++) {
+        size_t lo = (size_t)c * bs;
+        if (lo + bs <= len && fused) {
+            /* whole fragment in the segment: read it there, the kernel writes
+             * the copy as it goes (one pass over the data, not two) */
+            in[c] = data + lo;
+            copy[c] = payloads[c];
+            memcpy(payloads[c] + fused, data + lo + fused, bs - fused);
+        } else {
+            /* the last, zero-padded fragment (or no fused pass): copy first */
+            size_t count = len > lo ? len - lo : 0;
+            if (count > bs)
+                count = bs;
+            if (count)
+                memcpy(payloads[c], data + lo, count);
+            memset(payloads[c] + count, 0, bs - count);
+            in[c] = payloads[c];
+            copy[c] = NULL;
+        }
+    }
+    uint8_t *const *out = payloads + cols;
+#if GF16_X86 && defined(__GNUC__)
+    if (fused)
+        avx2_range(coeffs, rows, cols, nibble, in, out, copy, 0, fused);
+#endif
+    if (fused < bs)
+        scalar_range(coeffs, rows, cols, scalar, in, out, fused, bs);
     return 0;
 }

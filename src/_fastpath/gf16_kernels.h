@@ -35,4 +35,15 @@ int gf16_matmul(int kernel, const uint16_t *coeffs, int rows, int cols,
                 const uint8_t *const *inputs, uint8_t *const *outputs,
                 size_t nbytes);
 
+/* Encode one segment of len bytes: data payloads payloads[0..cols) get the
+ * segment cut in bs-byte pieces (the last zero-padded), parity payloads
+ * payloads[cols..cols+rows) get coeffs (rows x cols) times the data payloads.
+ * With the AVX2 kernel, whole data pieces are copied by the kernel itself as
+ * it reads them. bs must be even and len <= cols * bs; payloads must not
+ * overlap data. Returns 0, or -1 for an unknown kernel / bad shape. */
+int gf16_encode(int kernel, const uint16_t *coeffs, int rows, int cols,
+                const uint8_t *nibble, const uint16_t *scalar,
+                const uint8_t *data, size_t len, size_t bs,
+                uint8_t *const *payloads);
+
 #endif

@@ -1,5 +1,7 @@
 """Pure-Python (numpy) twin of ``_fastpath.gf16``: same names, signatures and
 exceptions; the arithmetic is the log/antilog reference in storage.ec.gf."""
+import zlib
+
 import numpy as np
 
 from storage.ec import gf
@@ -105,3 +107,58 @@ def split_into(data, outputs):
         dst[count:] = bytes(dst.nbytes - count)
         offset += count
     return offset
+
+
+def encode_fragments(matrix, data, fragments, headers, blocksize, payload_crc=None, kernel=None):
+    """Erasure-code one segment into cols + rows fragments: each starts with
+    its H-byte slice of ``headers`` ((cols + rows) * H bytes), followed by a
+    blocksize-byte payload (data pieces, the last zero-padded, then matrix
+    times them). ``payload_crc``: None or (crc_offset, meta_len,
+    meta_crc_offset): store each payload's CRC-32 (LE u32) in its header at
+    crc_offset, then the CRC-32 of the header's first meta_len bytes at
+    meta_crc_offset. Nothing is written unless every argument is valid.
+    Returns H + blocksize."""
+    if not isinstance(matrix, Gf16Matrix):
+        raise ValueError("encode_fragments needs a Gf16Matrix")
+    if kernel not in (None, "numpy"):
+        raise ValueError(f"unknown or unavailable kernel {kernel!r}; have {available_kernels()}")
+    if type(fragments) is not list and type(fragments) is not tuple:
+        fragments = list(fragments)
+    nfrags = matrix.rows + matrix.cols
+    if len(fragments) != nfrags:
+        raise ValueError(f"need {nfrags} fragments, got {len(fragments)}")
+    if blocksize < 0 or blocksize % 2:
+        raise ValueError(f"blocksize {blocksize} is not an even number of bytes")
+    crc_at = -1
+    if payload_crc is not None:
+        crc_at, meta_len, meta_at = payload_crc
+    hdrs = memoryview(headers).cast("B")
+    if hdrs.nbytes % nfrags:
+        raise ValueError(f"headers are {hdrs.nbytes} bytes, not a multiple of {nfrags}")
+    hsize = hdrs.nbytes // nfrags
+    fsize = hsize + blocksize
+    if payload_crc is not None and not (0 <= crc_at <= hsize - 4 and 0 <= meta_len <= hsize
+                                        and 0 <= meta_at <= hsize - 4):
+        raise ValueError(f"payload_crc {payload_crc!r} does not fit {hsize}-byte headers")
+    src = memoryview(data).cast("B")
+    if src.nbytes > matrix.cols * blocksize:
+        raise ValueError(f"segment is {src.nbytes} bytes, more than {matrix.cols} x {blocksize}")
+    views = []
+    for i, f in enumerate(fragments):
+        v = memoryview(f)
+        if v.readonly:
+            raise TypeError(f"fragment buffer {i} is not writable")
+        v = v.cast("B")
+        if v.nbytes < fsize:
+            raise ValueError(f"fragment buffer {i} is {v.nbytes} bytes, need {fsize}")
+        views.append(v)
+    payloads = [v[hsize:fsize] for v in views]
+    split_into(src, payloads[:matrix.cols])
+    if blocksize:
+        gf16_matmul(matrix, payloads[:matrix.cols], payloads[matrix.cols:])
+    for i, v in enumerate(views):
+        v[:hsize] = hdrs[i * hsize:(i + 1) * hsize]
+        if crc_at >= 0:
+            v[crc_at:crc_at + 4] = zlib.crc32(payloads[i]).to_bytes(4, "little")
+            v[meta_at:meta_at + 4] = zlib.crc32(v[:meta_len]).to_bytes(4, "little")
+    return fsize
