@@ -220,3 +220,47 @@ def test_property_roundtrip_and_twins_agree(fast_codec, data, lost):
     assert fast_codec.decode(avail) == data == pure.decode(avail)
     if lost:
         assert fast_codec.reconstruct(avail, sorted(lost)) == [frags[i] for i in sorted(lost)]
+
+
+class StepwiseGf16:
+    """_fastpath.gf16 without encode_fragments: the codec takes its checked,
+    one-step-at-a-time path (the reference for the one-call path)."""
+
+    def __init__(self, mod):
+        self.Gf16Matrix = mod.Gf16Matrix
+        self.gf16_matmul = mod.gf16_matmul
+        self.split_into = mod.split_into
+
+
+@pytest.mark.parametrize("chksum", ["none", "inline_crc32"])
+@pytest.mark.parametrize("k,m", [(6, 3), (4, 2), (10, 4)])
+def test_encode_into_one_call_matches_stepwise(k, m, chksum):
+    fast = importlib.import_module("_fastpath.gf16")
+    one = Codec(k, m, chksum_type=chksum, library_version=0x010602)
+    steps = Codec(k, m, chksum_type=chksum, library_version=0x010602, gf16=StepwiseGf16(fast))
+    assert one._encode_fragments is not None and steps._encode_fragments is None
+    rnd = random.Random(k * m)
+    for size in [0, 1, 2 * k - 1, 2 * k, 64 * k, 64 * k + 2, 8192 * k + 7, 1 << 20]:
+        data = rnd.randbytes(size)
+        fsize = one.fragment_size(size)
+        a = [bytearray(b"\x55" * (fsize + 2)) for _ in range(k + m)]
+        b = [bytearray(b"\x55" * (fsize + 2)) for _ in range(k + m)]
+        assert one.encode_into(data, (x for x in a)) == steps.encode_into(data, b) == fsize
+        assert a == b, size
+        if chksum == "inline_crc32":
+            assert [header.parse(f[:fsize]).chksum for f in a] == [
+                zlib.crc32(f[80:fsize]) for f in a]
+
+
+def test_encode_into_errors_unchanged(fast_codec):
+    c = fast_codec
+    with pytest.raises(ECInvalidParameter, match="output buffer 3 is 81 bytes, fragments are 82"):
+        c.encode_into(b"x", [bytearray(82)] * 3 + [bytearray(81)] + [bytearray(82)] * 5)
+    with pytest.raises(ECInvalidParameter, match="need 9 output buffers, got 10"):
+        c.encode_into(b"x", (bytearray(82) for _ in range(10)))
+    with pytest.raises(ECInvalidParameter, match="output buffer 8 is read-only"):
+        c.encode_into(b"x", [bytearray(82)] * 8 + [memoryview(bytearray(82)).toreadonly()])
+    with pytest.raises(TypeError):
+        c.encode_into(memoryview(bytes(100))[::2], [bytearray(82)] * 9)   # not contiguous
+    with pytest.raises(TypeError):
+        c.encode_into(12, [bytearray(82)] * 9)

@@ -20,6 +20,7 @@ from storage.ec.errors import (ECBadFragmentChecksum, ECInsufficientFragments, E
 from storage.ec.header import HEADER_SIZE
 
 _PLAN_CACHE_LIMIT = 4096
+_HEADER_CACHE_LIMIT = 256
 
 
 class Codec:
@@ -45,6 +46,14 @@ class Codec:
         self.generator = gf.rs_vand_matrix(k, m)
         self._gf16 = gf16 if gf16 is not None else fast.load("gf16")
         self._parity = self._gf16.Gf16Matrix(self.generator[k:])
+        # One call per segment that does split, parity and headers with the GIL
+        # released, so that threads encoding other segments run alongside
+        # (None: a gf16 module without it, e.g. a kernel-forcing wrapper).
+        self._encode_fragments = getattr(self._gf16, "encode_fragments", None)
+        self._payload_crc = ((header.PAYLOAD_CRC_OFFSET, header.METADATA_SIZE,
+                              header.METADATA_CRC_OFFSET)
+                             if self.chksum_type == header.CHKSUM_CRC32 else None)
+        self._headers = {}      # segment size -> (blocksize, the n headers' bytes)
         self._plans = {}
         self._local = threading.local()
 
@@ -63,6 +72,34 @@ class Codec:
         """Encode ``segment`` (bytes-like) into k + m caller-owned writable
         buffers, each at least fragment_size(len(segment)) bytes; writes
         header + payload at the start of each. Returns the fragment size."""
+        encode = self._encode_fragments
+        if encode is not None:
+            if type(fragments) is not list and type(fragments) is not tuple:
+                fragments = list(fragments)      # iterated twice if the fast path fails
+            try:
+                size = memoryview(segment).nbytes
+                shape = self._headers.get(size)
+                if shape is None:
+                    shape = self._header_template(size)
+                return encode(self._parity, segment, fragments, shape[1], shape[0],
+                              self._payload_crc)
+            except (ValueError, TypeError, BufferError):
+                pass    # bad arguments: the checked path below says which, in our terms
+        return self._encode_checked(segment, fragments)
+
+    def _header_template(self, size):
+        """(blocksize, the n fragment headers of a size-byte segment), cached;
+        with inline CRC32, encode_fragments fills the checksums in."""
+        bs = self.blocksize(size)
+        raw = b"".join(header.packed(i, bs, size, self.chksum_type, 0, self.library_version)
+                       for i in range(self.n))
+        if len(self._headers) >= _HEADER_CACHE_LIMIT:
+            self._headers.clear()
+        self._headers[size] = shape = (bs, raw)
+        return shape
+
+    def _encode_checked(self, segment, fragments):
+        """encode_into one step at a time, each argument checked in Python."""
         data = memoryview(segment).cast("B")
         n = data.nbytes
         bs = self.blocksize(n)

@@ -14,6 +14,8 @@ from storage.ec.errors import ECBadFragmentChecksum, ECInvalidFragmentMetadata
 
 HEADER_SIZE = 80
 METADATA_SIZE = 59          # the part covered by the metadata checksum
+PAYLOAD_CRC_OFFSET = 21     # the first of the 8 checksum words: the payload's CRC-32
+METADATA_CRC_OFFSET = 67
 MAGIC = 0x0B0C5ECC
 BACKEND_ID_RS_VAND = 6      # liberasurecode_rs_vand
 BACKEND_VERSION = 0x00010000
@@ -27,6 +29,7 @@ CHKSUM_NAMES = {CHKSUM_NONE: "none", CHKSUM_CRC32: "crc32"}
 _META = struct.Struct("<IIIQB8IBBI")      # bytes 0..58
 _TAIL = struct.Struct("<III")             # magic, library version, metadata crc
 assert _META.size == METADATA_SIZE and _META.size + _TAIL.size == 71
+assert METADATA_CRC_OFFSET == METADATA_SIZE + 8 and PAYLOAD_CRC_OFFSET == struct.calcsize("<IIIQB")
 
 
 class FragmentHeader(NamedTuple):
