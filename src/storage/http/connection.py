@@ -350,18 +350,13 @@ class Connection:
                 result = exc
             self._pumped(result)
             return
-        buf = self.worker.buffer
-        try:
-            n = self.sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._client_gone()
+        n = self._recv_body()
+        if n is None:
             return
         if n == 0:
             self._client_gone()
             return
-        self._consume(memoryview(buf)[:n])
+        self._consume(memoryview(self.worker.buffer)[:n])
 
     def _pump_done(self, future):
         """Back on the loop thread after an offloaded pump."""
@@ -462,19 +457,25 @@ class Connection:
         self.close()
 
     # ---- draining ------------------------------------------------------------------
-    def _drain(self):
-        buf = self.worker.buffer
+    def _recv_body(self):
+        """Body bytes into the worker buffer: their count, 0 at EOF or on a socket
+        error, None when the socket would block."""
         try:
-            n = self.sock.recv_into(buf)
+            return self.sock.recv_into(self.worker.buffer)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
-            n = 0
+            return 0
+
+    def _drain(self):
+        n = self._recv_body()
+        if n is None:
+            return
         if n == 0:
             self.keep_alive = False
             self._drain_done()
             return
-        self._discard(memoryview(buf)[:n])
+        self._discard(memoryview(self.worker.buffer)[:n])
 
     def _discard(self, data):
         self.exchange.bytes_in += len(data)
