@@ -64,6 +64,8 @@ class FsChunkRepo:
         return "/".join(parts)
 
     def chunk_path(self, chunk_id):
+        if self.hash_depth == 1:  # the usual layout, on every request: keep it short
+            return f"{self.docroot}/{chunk_id[:self.hash_width]}/{chunk_id}"
         return f"{self.chunk_dir(chunk_id)}/{chunk_id}"
 
     def writer(self, chunk_id, size_hint=None):

@@ -527,13 +527,14 @@ class Connection:
             headers.append(("X-Oio-Req-Id", exchange.reqid))
         head = build_head(reply.status, headers, length, self.keep_alive,
                           fields=reply.fields)
+        now = time.monotonic()
         if exchange is not None:
             exchange.status = reply.status
             exchange.reason = reply.reason
-            exchange.ttfb = time.monotonic()
+            exchange.ttfb = now
             exchange.bytes_out = -len(head)  # the log and counters report body bytes
         self.state = S_WRITE
-        self.deadline = time.monotonic() + self.config.timeout_write_reply
+        self.deadline = now + self.config.timeout_write_reply
         out = self.out
         file = reply.file
         if head_only:
@@ -556,6 +557,26 @@ class Connection:
                 out.append(file)
         else:
             out.append(head + reply.body if reply.body else head)
+        if len(out) == 1 and type(out[0]) is bytes:
+            # the usual small reply: one send, no queue walk
+            try:
+                sent = self.sock.send(out[0])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                out.clear()
+                self._finish_exchange()
+                self.close()
+                return
+            if sent == len(out[0]):
+                out.clear()
+                if exchange is not None:
+                    exchange.bytes_out += sent
+                self._reply_done()
+                return
+            if exchange is not None:
+                exchange.bytes_out += sent
+            out[0] = memoryview(out[0])[sent:]
         self._flush()
 
     def on_writable(self):
