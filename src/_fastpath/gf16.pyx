@@ -231,8 +231,9 @@ def encode_fragments(matrix, data, fragments, headers, Py_ssize_t blocksize,
     store the CRC-32 (zlib) of its payload as a little-endian u32 at
     crc_offset, then the CRC-32 of the header's first meta_len bytes at
     meta_crc_offset. Nothing is written unless every argument is valid
-    (ValueError; a read-only fragment raises BufferError). Returns H +
-    blocksize, the bytes written at the start of each fragment.
+    (ValueError; a read-only fragment raises BufferError). ``data`` must not
+    overlap the fragments. Returns H + blocksize, the bytes written at the
+    start of each fragment.
     """
     if not isinstance(matrix, Gf16Matrix):
         raise ValueError("encode_fragments needs a Gf16Matrix")
