@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 
 from storage.errors import ChunkExists, ChunkNotFound, NoSpace, PermissionDenied, StorageError
 from storage.fast import load
@@ -26,6 +27,12 @@ streamio = load("streamio")
 log = logging.getLogger(__name__)
 
 PENDING_SUFFIX = ".pending"
+NON_OPTIMAL_DIR = "non_optimal_placement"
+_HEX_UPPER = frozenset("0123456789ABCDEF")
+
+
+def _is_hex_upper(name):
+    return all(c in _HEX_UPPER for c in name)
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -77,12 +84,112 @@ class FsChunkRepo:
         """Open a chunk for reading. Raises ChunkNotFound."""
         return ChunkReader(self.chunk_path(chunk_id))
 
-    def delete(self, chunk_id):
+    def delete(self, chunk_id, own_attr=None):
+        """Unlink a chunk; with ``own_attr``, first remove that xattr from the inode
+        (a shallow copy's full-path key: the other names keep the inode)."""
         path = self.chunk_path(chunk_id)
         try:
+            if own_attr:
+                try:
+                    os.removexattr(path, own_attr, follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno != errno.ENODATA:
+                        raise
             os.unlink(path)
         except OSError as exc:
             raise map_os_error(exc, chunk_id) from None
+
+    def set_attrs(self, chunk_id, attrs):
+        """Write xattrs ({name: bytes}) on an existing chunk."""
+        try:
+            fd = os.open(self.chunk_path(chunk_id), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise map_os_error(exc, chunk_id) from None
+        try:
+            streamio.write_xattrs(fd, attrs)
+        except OSError as exc:
+            raise map_os_error(exc, f"setxattr {chunk_id}") from None
+        finally:
+            os.close(fd)
+
+    def link(self, src_id, dst_id):
+        """Give chunk ``src_id``'s inode the name ``dst_id`` (a shallow copy)."""
+        src, dst = self.chunk_path(src_id), self.chunk_path(dst_id)
+        if not os.path.isfile(src):
+            raise ChunkNotFound(src_id)
+        for attempt in (0, 1):
+            try:
+                os.link(src, dst)
+                return
+            except FileExistsError:
+                raise ChunkExists(dst_id) from None
+            except FileNotFoundError:
+                if attempt or not os.path.exists(src):
+                    raise ChunkNotFound(src_id) from None
+                os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise map_os_error(exc, f"link {dst_id}") from None
+
+    def mark_non_optimal(self, chunk_id, now=None):
+        """Symlink ``non_optimal_placement/<hash dirs>/<ID>.0.<ts>`` to the chunk.
+        Returns False (and changes nothing) when an entry for the id exists."""
+        parts = self._hash_parts(chunk_id)
+        directory = os.path.join(self.docroot, NON_OPTIMAL_DIR, *parts)
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            prefix = chunk_id + "."
+            if any(name.startswith(prefix) for name in os.listdir(directory)):
+                return False
+            target = "../" * (self.hash_depth + 1) + "/".join(parts + [chunk_id])
+            stamp = int(time.time() if now is None else now)
+            os.symlink(target, os.path.join(directory, f"{chunk_id}.0.{stamp}"))
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise map_os_error(exc, "non-optimal placement") from None
+        return True
+
+    def _hash_parts(self, chunk_id):
+        width = self.hash_width
+        return [chunk_id[i * width:(i + 1) * width] for i in range(self.hash_depth)]
+
+    def _leaf_dirs(self, base="", level=0):
+        """Relative paths of the leaf hash directories, in hex order."""
+        if level == self.hash_depth:
+            yield base
+            return
+        try:
+            names = os.listdir(os.path.join(self.docroot, base) if base else self.docroot)
+        except OSError:
+            return
+        width = self.hash_width
+        for name in sorted(n for n in names if len(n) == width and _is_hex_upper(n)):
+            yield from self._leaf_dirs(f"{base}/{name}" if base else name, level + 1)
+
+    def list_chunks(self, start_after, wanted):
+        """Chunk ids from whole leaf dirs, starting at the leaf dir of ``start_after``
+        (a chunk id or a leaf dir path), until at least ``wanted`` are collected.
+        -> (ids, truncated, marker of the next leaf dir or "")."""
+        start = ""
+        if start_after:
+            if len(start_after) >= 24 and _is_hex_upper(start_after):
+                start = "/".join(self._hash_parts(start_after))
+            else:
+                start = start_after
+        ids = []
+        leaves = self._leaf_dirs()
+        for leaf in leaves:
+            if leaf < start:
+                continue
+            if len(ids) >= wanted:
+                return ids, True, leaf
+            directory = os.path.join(self.docroot, leaf) if leaf else self.docroot
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            ids.extend(sorted(n for n in names if 24 <= len(n) <= 64 and _is_hex_upper(n)))
+        return ids, False, ""
 
 
 def _reap_stale_pending(pending):

@@ -17,6 +17,7 @@ from storage.fast import load
 from storage.http.connection import FileBody, Reply
 from storage.http.response import encode_fields, last_modified
 from storage.rawx import meta as chunkmeta
+from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
 from storage.stats import COUNTERS
@@ -111,6 +112,12 @@ class Upload:
         except StorageError as exc:
             self.writer.abort()
             return error_reply(exc)
+        if self.meta.non_optimal:
+            try:
+                self.app.repo.mark_non_optimal(self.meta.chunk_id)  # existing: ignored
+            except StorageError as exc:
+                log.error("non-optimal placement mark for %s failed: %s",
+                          self.meta.chunk_id, exc)
         headers = [("X-Oio-Chunk-Meta-Chunk-Hash", self.meta.chunk_hash),
                    ("X-Oio-Chunk-Meta-Chunk-Size", self.meta.chunk_size)]
         self.app.chunk_created(self.meta, self.exchange)
@@ -126,7 +133,7 @@ class Upload:
         self.writer.abort()
 
 
-class RawxApp:
+class RawxApp(AdminRoutes):
     def __init__(self, config, repo, stats, volume=None, events=None):
         self.config = config
         self.repo = repo
@@ -141,7 +148,8 @@ class RawxApp:
         self.pid = os.getpid()
         self._meta_cache = {}
         self._handlers = {"put": self._chunk_put, "get": self._chunk_get,
-                          "head": self._chunk_head, "del": self._chunk_del}
+                          "head": self._chunk_head, "del": self._chunk_del,
+                          "post": self._chunk_post, "copy": self._chunk_copy}
 
     # ---- entry point ---------------------------------------------------------------
     def begin(self, request, conn):
@@ -159,6 +167,10 @@ class RawxApp:
             exchange.kind = kind
             self.stats.start(kind)
             return self._service_route(path, request)
+        if path.startswith("/update/"):
+            exchange.kind = "raw"
+            self.stats.start("raw")
+            return self._update_route(path[len("/update/"):], request, exchange)
         kind = CHUNK_METHODS.get(request.method, "other")
         exchange.kind = kind
         self.stats.start(kind)
@@ -173,7 +185,7 @@ class RawxApp:
         chunk_id = chunk_id.upper()
         handler = self._handlers.get(kind)
         if handler is None:
-            return Reply(405, [("Allow", "GET, HEAD, PUT, DELETE")],
+            return Reply(405, [("Allow", "GET, HEAD, PUT, DELETE, POST, COPY")],
                          body=b"method not allowed\n", reason="method not allowed")
         try:
             return handler(chunk_id, request, exchange)
@@ -274,7 +286,8 @@ class RawxApp:
     def _chunk_del(self, chunk_id, request, exchange):
         reader, stored, _ = self._open(chunk_id, exchange)
         reader.close()
-        self.repo.delete(chunk_id)
+        own = chunkmeta.XATTR_FULLPATH + chunk_id if self.config.shallow_copy else None
+        self.repo.delete(chunk_id, own_attr=own)
         if self.events is not None:
             self.events.emit("storage.chunk.deleted", exchange.reqid,
                              stored.event_data(self.config.listen, self.config.service_id))
@@ -299,7 +312,26 @@ class RawxApp:
             if "format=prometheus" in request.query.split("&"):
                 return self._stat_prometheus()
             return self._stat()
-        return Reply(405, reason="listing not available")  # /list: see issue 3
+        if request.chunked or request.content_length:
+            return BufferedBody(self._list)  # parameters come as a small JSON body
+        try:
+            return self._list(b"")
+        except StorageError as exc:
+            return error_reply(exc)
+
+    def _update_route(self, raw_id, request, exchange):
+        if self.volume is not None and not self.volume.ok:
+            return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
+        if request.method != "GET":
+            return Reply(405, [("Allow", "GET")], body=b"method not allowed\n",
+                         reason="method not allowed")
+        chunk_id = unquote(raw_id, errors="replace")
+        if not chunkmeta.valid_chunk_id(chunk_id):
+            return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
+        try:
+            return self._update(chunk_id.upper(), request, exchange)
+        except StorageError as exc:
+            return error_reply(exc)
 
     def _info(self):
         cfg = self.config

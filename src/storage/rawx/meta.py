@@ -12,6 +12,7 @@ from storage.errors import BadRequest
 
 PREFIX = "x-oio-chunk-meta-"
 EXT_PREFIX = "x-oio-ext-"
+TRUE_WORDS = ("true", "yes", "on", "1")
 XATTR_FULLPATH = "user.oio.content.fullpath:"
 XATTR_EXT = "user.oio.ext."
 
@@ -202,8 +203,7 @@ class PutMeta:
         self.metachunk_size = _hdr(headers, "metachunk-size")
         if self.metachunk_size:
             parse_int64("metachunk-size", self.metachunk_size)
-        self.non_optimal = _hdr(headers, "non-optimal-placement").lower() in (
-            "true", "yes", "on", "1")
+        self.non_optimal = _hdr(headers, "non-optimal-placement").lower() in TRUE_WORDS
         self.ext = ext_attrs(headers.items())
 
     def _check_consistency(self, headers):
