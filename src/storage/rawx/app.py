@@ -54,6 +54,19 @@ def error_reply(exc):
     return Reply(status, body=body, reason=reason)
 
 
+def parse_chunk_id(raw):
+    """The upper-case chunk id a (percent-encoded) path segment names, or None."""
+    try:
+        chunk_id = unquote(raw, errors="strict") if "%" in raw else raw
+    except UnicodeDecodeError:
+        return None  # not even text: certainly not a hex id
+    return chunk_id.upper() if chunkmeta.valid_chunk_id(chunk_id) else None
+
+
+def bad_id_reply():  # a fresh Reply each time: replies are mutated when sent
+    return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
+
+
 def new_hasher(algo):
     return streamio.Md5() if algo == "md5" else blake3.blake3()
 
@@ -174,15 +187,12 @@ class RawxApp(AdminRoutes):
         kind = CHUNK_METHODS.get(request.method, "other")
         exchange.kind = kind
         self.stats.start(kind)
-        if self.volume is not None and not self.volume.ok:
-            return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
-        try:
-            chunk_id = unquote(path[1:], errors="strict") if "%" in path else path[1:]
-        except UnicodeDecodeError:
-            chunk_id = ""  # not even text: certainly not a hex id
-        if not chunkmeta.valid_chunk_id(chunk_id):
-            return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
-        chunk_id = chunk_id.upper()
+        refusal = self._unavailable()
+        if refusal is not None:
+            return refusal
+        chunk_id = parse_chunk_id(path[1:])
+        if chunk_id is None:
+            return bad_id_reply()
         handler = self._handlers.get(kind)
         if handler is None:
             return Reply(405, [("Allow", "GET, HEAD, PUT, DELETE, POST, COPY")],
@@ -300,9 +310,17 @@ class RawxApp(AdminRoutes):
                              stored.event_data(self.config.listen, self.config.service_id))
 
     # ---- service routes ------------------------------------------------------------
-    def _service_route(self, path, request):
+    def _unavailable(self):
+        """The 503 reply while the liveness probe says the volume fails, else None."""
         if self.volume is not None and not self.volume.ok:
-            return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
+            reason = self.volume.reason
+            return Reply(503, body=(reason + "\n").encode(), reason=reason)
+        return None
+
+    def _service_route(self, path, request):
+        refusal = self._unavailable()
+        if refusal is not None:
+            return refusal
         if request.method not in ("GET", "HEAD"):
             return Reply(405, [("Allow", "GET, HEAD")], body=b"method not allowed\n",
                          reason="method not allowed")
@@ -320,16 +338,17 @@ class RawxApp(AdminRoutes):
             return error_reply(exc)
 
     def _update_route(self, raw_id, request, exchange):
-        if self.volume is not None and not self.volume.ok:
-            return Reply(503, body=(self.volume.reason + "\n").encode(), reason=self.volume.reason)
+        refusal = self._unavailable()
+        if refusal is not None:
+            return refusal
         if request.method != "GET":
             return Reply(405, [("Allow", "GET")], body=b"method not allowed\n",
                          reason="method not allowed")
-        chunk_id = unquote(raw_id, errors="replace")
-        if not chunkmeta.valid_chunk_id(chunk_id):
-            return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
+        chunk_id = parse_chunk_id(raw_id)
+        if chunk_id is None:
+            return bad_id_reply()
         try:
-            return self._update(chunk_id.upper(), request, exchange)
+            return self._update(chunk_id, request, exchange)
         except StorageError as exc:
             return error_reply(exc)
 
