@@ -400,10 +400,6 @@ class ChunkReader:
                 raise map_os_error(exc, self.path) from None
         return self._attrs
 
-    @property
-    def attrs(self):
-        return self.read_attrs()
-
     def close(self):
         if self.fd >= 0:
             os.close(self.fd)
