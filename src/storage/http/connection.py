@@ -5,8 +5,11 @@ only while output is pending. Request semantics live in the application object
 (``app.begin(request, conn)``), which answers with a ``Reply`` or, for a request body to
 store, an upload object the connection streams into:
 
-    upload.fd, upload.hasher   -> fast path: socket -> hash -> file in one call
-    upload.feed(data)          -> plain path (chunked pieces, head leftovers)
+    upload.direct, upload.open(), upload.hasher
+                               -> fast path: socket -> hash -> file in one C call
+    upload.feed(data)          -> plain path (chunked pieces, head leftovers, uploads
+                                  that transform their body, sockets the fast path
+                                  cannot read such as TLS)
     upload.finish(trailers, n) -> Reply once the whole body arrived
     upload.fail(exc) -> Reply  /  upload.abort()  when something went wrong
 
@@ -19,6 +22,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import time
 
 from storage.errors import StorageError
@@ -38,6 +42,7 @@ SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the h
 HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head
 PUMP_LINGER = 0.002  # seconds an I/O thread waits for more body bytes
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
 
 def pump_for(sockfd, filefd, buf, hasher, limit, linger=PUMP_LINGER):
@@ -67,6 +72,64 @@ def pump_for(sockfd, filefd, buf, hasher, limit, linger=PUMP_LINGER):
             return total, status
 
 
+def feed_pump(sock, buf, feed, limit, linger=PUMP_LINGER):
+    """``pump_for``'s twin for bodies that cannot take the fast path (an upload that
+    compresses, a TLS socket): recv into ``buf`` and hand each piece to ``feed``, on an
+    I/O thread. Same results as pump. An exception from ``feed`` (disk full, ...) is
+    raised as a StorageError whose ``received`` counts the bytes taken off the socket;
+    a socket error is raised as is."""
+    total = 0
+    view = memoryview(buf)
+    poller = None
+    deadline = time.monotonic() + linger
+    while total < limit:
+        try:
+            got = sock.recv_into(view, min(len(view), limit - total))
+        except WOULD_BLOCK:
+            got = None
+        if got == 0:
+            return total, streamio.EOF
+        if got is None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return total, streamio.AGAIN
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN)
+            if not poller.poll(timeout * 1000):
+                return total, streamio.AGAIN
+            continue
+        total += got
+        try:
+            feed(view[:got])
+        except StorageError as exc:
+            exc.received = total
+            raise
+        except Exception as exc:  # a transform failed: the upload fails, not the worker
+            log.error("upload body transform failed: %r", exc)
+            wrapped = StorageError(f"cannot store the body: {exc}")
+            wrapped.received = total
+            raise wrapped from exc
+    return total, streamio.LIMIT
+
+
+class StreamBody:
+    """A reply body produced piece by piece (e.g. decompressed from a chunk file):
+    ``read(n)`` returns up to ``n`` bytes (b"" only if the source ended early);
+    ``release()`` is called when done. ``remaining`` bytes are announced."""
+
+    __slots__ = ("read", "remaining", "release", "pending")
+
+    def __init__(self, read, length, release):
+        self.read = read
+        self.remaining = length
+        self.release = release
+        self.pending = b""  # read but not yet sent
+
+
+STREAM_PIECE = 256 << 10  # bytes a StreamBody is asked for per send
+
+
 class FileBody:
     """Part of an open file to send with sendfile; ``release()`` is called when done."""
 
@@ -80,7 +143,8 @@ class FileBody:
 
 
 class Reply:
-    """A response: status, [(name, value)] headers, and a bytes ``body`` or a ``file``.
+    """A response: status, [(name, value)] headers, and a bytes ``body`` or a ``file``
+    (FileBody or StreamBody).
     ``length`` overrides Content-Length (HEAD replies); ``close`` ends the connection."""
 
     __slots__ = ("status", "headers", "body", "file", "length", "close", "reason", "fields")
@@ -140,6 +204,8 @@ class Connection:
         self.pending_reply = None
         self._events = READ  # what the selector watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
+        self.direct_io = True  # the raw fd carries the bytes (false under TLS)
+        self._more = MSG_MORE  # send() flag when more output follows (TLS: none)
         self._deferred = None  # what to do once it hands them back (close, timeout)
         self.deadline = time.monotonic() + self.config.timeout_idle
         loop.register(self, READ)
@@ -169,7 +235,7 @@ class Connection:
             # A head read stays small: body bytes read here take the slow path (copied
             # through inbuf) instead of the pump.
             n = self.sock.recv_into(buf, min(HEAD_READ, len(buf)))
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             return True
         except OSError:
             self.close()
@@ -194,7 +260,7 @@ class Connection:
             buf = self.worker.buffer
             try:
                 n = self.sock.recv_into(buf, min(HEAD_READ, len(buf)))
-            except (BlockingIOError, InterruptedError):
+            except WOULD_BLOCK:
                 return
             except OSError:
                 self.close()
@@ -330,8 +396,20 @@ class Connection:
     # ---- body ----------------------------------------------------------------------
     def _read_body(self):
         upload = self.upload
-        if self.decoder is None and upload.direct:
-            offloader = self.worker.offloader
+        offloader = self.worker.offloader
+        if self.decoder is None and not (upload.direct and self.direct_io) \
+                and offloader is not None:
+            # Body bytes the C pump cannot move (TLS, a compressing upload): recv and
+            # feed on an I/O thread, out of the selector like the fast path.
+            self.loop.unregister(self)
+            self._events = 0
+            self.busy = True
+            sock, limit = self.sock, self.remaining
+            offloader.submit(
+                lambda: feed_pump(sock, offloader.buffer(), upload.feed, limit),
+                self._pump_done)
+            return
+        if self.decoder is None and upload.direct and self.direct_io:
             if offloader is not None:
                 # The connection sits out of the selector while a thread opens the chunk
                 # file (first time) and pumps the body into it.
@@ -462,7 +540,7 @@ class Connection:
         error, None when the socket would block."""
         try:
             return self.sock.recv_into(self.worker.buffer)
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             return None
         except OSError:
             return 0
@@ -542,7 +620,7 @@ class Connection:
                 file.release()
             out.append(head)
         elif file is not None:
-            if file.remaining <= SMALL_FILE:
+            if type(file) is FileBody and file.remaining <= SMALL_FILE:
                 try:
                     data = os.pread(file.fd, file.remaining, file.offset)
                 finally:
@@ -561,7 +639,7 @@ class Connection:
             # the usual small reply: one send, no queue walk
             try:
                 sent = self.sock.send(out[0])
-            except (BlockingIOError, InterruptedError):
+            except WOULD_BLOCK:
                 sent = 0
             except OSError:
                 out.clear()
@@ -590,7 +668,7 @@ class Connection:
             while out:
                 item = out[0]
                 if type(item) is FileBody:
-                    n = os.sendfile(self.fd, item.fd, item.offset, item.remaining)
+                    n = self._send_file(item)
                     if n == 0:
                         raise OSError(errno.EIO, "file shrank during sendfile")
                     item.offset += n
@@ -599,20 +677,33 @@ class Connection:
                     if item.remaining == 0:
                         out.pop(0)
                         item.release()
+                elif type(item) is StreamBody:
+                    if not item.pending:
+                        item.pending = item.read(min(item.remaining, STREAM_PIECE))
+                        if not item.pending:
+                            raise OSError(errno.EIO, "body stream ended early")
+                    n = sock.send(item.pending)
+                    item.pending = memoryview(item.pending)[n:]
+                    item.remaining -= n
+                    sent += n
+                    if item.remaining <= 0:
+                        out.pop(0)
+                        item.release()
                 else:
-                    flags = MSG_MORE if len(out) > 1 else 0
+                    flags = self._more if len(out) > 1 else 0
                     n = sock.send(item, flags)
                     sent += n
                     if n < len(item):
                         out[0] = memoryview(item)[n:]
                     else:
                         out.pop(0)
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             if self.exchange is not None:
                 self.exchange.bytes_out += sent
             self._watch(WRITE)
             return
-        except OSError:
+        except OSError as exc:
+            log.debug("sending a reply to %s failed: %s", self.peer, exc)
             if self.exchange is not None:
                 self.exchange.bytes_out += sent
             self._finish_exchange()
@@ -621,6 +712,10 @@ class Connection:
         if self.exchange is not None:
             self.exchange.bytes_out += sent
         self._reply_done()
+
+    def _send_file(self, item):
+        """Send part of a FileBody; -> bytes sent (0: the file ended early)."""
+        return os.sendfile(self.fd, item.fd, item.offset, item.remaining)
 
     def _reply_done(self):
         self._finish_exchange()
@@ -674,7 +769,7 @@ class Connection:
             self.upload.abort()
             self.upload = None
         for item in self.out:
-            if type(item) is FileBody:
+            if type(item) is FileBody or type(item) is StreamBody:
                 item.release()
         self.out.clear()
         self.loop.unregister(self)
