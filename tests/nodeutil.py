@@ -39,6 +39,7 @@ class Node:
         self.conf_path.write_text("\n".join(lines) + "\n")
         self.proc = None
         self.port = None
+        self.tls_port = None
         self.stderr_path = tmp_path / "stderr.log"
 
     def start(self, timeout=15):
@@ -55,6 +56,8 @@ class Node:
                 match = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", line)
                 if match:
                     self.port = int(match.group(1))
+                    tls_match = re.search(rb"https://127\.0\.0\.1:(\d+)", line)
+                    self.tls_port = int(tls_match.group(1)) if tls_match else None
                     return self
             if self.proc.poll() is not None:
                 break
@@ -117,6 +120,15 @@ class Node:
         except subprocess.TimeoutExpired:
             self.kill()
             raise
+
+    def worker_pids(self):
+        """The master's children (the workers) as a sorted list of pids."""
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as stream:
+                return sorted(int(p) for p in stream.read().split())
+        except FileNotFoundError:
+            return []
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:

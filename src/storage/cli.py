@@ -33,19 +33,25 @@ def setup_logging(config):
 
 
 def cmd_serve(args):
+    from storage.http.tls import TlsSetupError
     from storage.server import serve
+    overrides = {}
     try:
         config = configmod.load_file(args.config) if args.config else \
             configmod.embedded_default()
         if args.workers is not None:
             import dataclasses
-            config = dataclasses.replace(config, workers=args.workers)
+            overrides["workers"] = args.workers
+            config = dataclasses.replace(config, **overrides)
     except configmod.ConfigError as exc:
         print(f"storage-node: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
     try:
-        return serve(config)
+        return serve(config, args.config, overrides)
+    except TlsSetupError as exc:
+        print(f"storage-node: configuration error: {exc}", file=sys.stderr)
+        return 2
     except VolumeError as exc:
         print(f"storage-node: {exc}", file=sys.stderr)
         return 2

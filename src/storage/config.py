@@ -28,8 +28,10 @@ DEPRECATED_ALIASES = {
     "grid_service_id": "service_id",
     "grid_checksum": "checksum",
     "grid_buffer_size": "buffer_size",
+    "grid_compress": "compression",
+    "tcp_keepalive": "http_keepalive",
 }
-ALIASES = {"Listen": "listen"}
+ALIASES = {"Listen": "listen", "compress": "compression"}
 
 # Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
 # means plain decimal numbers.
@@ -66,6 +68,11 @@ class Config:
     timeout_idle: float = 3600.0
     headers_buffer_size: int = 65536
     log_level: str = "INFO"
+    # The second, TLS, listener of the reference (off while tls_host is empty).
+    tls_host: str = ""
+    tls_port: int = 0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # Ours, not in oio-rawx: worker processes, access log destination, shutdown grace.
     workers: int = 0  # 0 = one per core
     io_threads: int = 4  # per worker, for PUT bodies (recv + hash + write); 0 = inline
@@ -77,6 +84,17 @@ class Config:
     def listen(self):
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"{host}:{self.listen_port}"
+
+    @property
+    def tls_enabled(self):
+        return bool(self.tls_host)
+
+    @property
+    def tls_listen(self):
+        if not self.tls_host:
+            return ""
+        host = f"[{self.tls_host}]" if ":" in self.tls_host else self.tls_host
+        return f"{host}:{self.tls_port}"
 
     @property
     def volume_id(self):
@@ -158,6 +176,8 @@ _DIRECTIVES = {
     "access_log": ("access_log", lambda n, v: v),
     "shutdown_timeout": ("shutdown_timeout", _seconds),
     "probe_interval": ("probe_interval", _seconds),
+    "tls_cert_file": ("tls_cert_file", lambda n, v: v),
+    "tls_key_file": ("tls_key_file", lambda n, v: v),
 }
 
 
@@ -206,6 +226,11 @@ def parse_text(text, source="<config>"):
                 raise ConfigError("listen: empty value")
             values["listen_host"], values["listen_port"] = parse_listen(raw)
             continue
+        if name == "tls_rawx_url":
+            if not raw:
+                raise ConfigError("tls_rawx_url: empty value")
+            values["tls_host"], values["tls_port"] = parse_listen(raw, name)
+            continue
         if name not in _DIRECTIVES:
             log.debug("%s:%d: ignoring unknown directive %s", source, lineno, name)
             continue
@@ -229,6 +254,11 @@ def build(values):
             raise ConfigError("event_agent: events on needs event_agent beanstalk://host:port")
         from storage.events import parse_event_agent  # imports this module
         parse_event_agent(values["event_agent"])
+    if values.get("tls_host"):
+        for directive in ("tls_cert_file", "tls_key_file"):
+            if not values.get(directive):
+                raise ConfigError(f"{directive}: tls_rawx_url needs tls_cert_file and "
+                                  "tls_key_file")
     access = values.get("access_log", "-")
     if access not in ("-", "off") and not os.path.isabs(access):
         raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")

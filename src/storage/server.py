@@ -1,8 +1,17 @@
 """Processes: a master that binds, forks one worker per core and supervises them; each
-worker runs an event loop over its own SO_REUSEPORT listening socket.
+worker runs an event loop over its own SO_REUSEPORT listening socket (and its own TLS
+socket when ``tls_rawx_url`` is set).
 
 Signals: SIGTERM stops accepting, lets in-flight requests finish (bounded by
 ``shutdown_timeout``) and exits 0; SIGINT does the same with a short grace.
+
+SIGHUP restarts the node without downtime. The master checks the configuration file
+again (syntax, volume lock, TLS files; on any error it logs and keeps running as it
+is), then re-executes itself in place (same pid, new code, new configuration) with the
+listening sockets inherited. The new image forks new workers on the very same sockets,
+waits until they serve, then sends SIGTERM to the old workers, which stop accepting
+and finish their in-flight requests. No queued connection is lost: the sockets never
+close, and the kernel hands their queues to whichever worker accepts first.
 """
 import ctypes
 import dataclasses
@@ -13,7 +22,9 @@ import socket
 import sys
 import time
 
+from storage import config as configmod
 from storage import events, volume
+from storage.http import tls
 from storage.http.connection import Connection
 from storage.loop import READ, EventLoop
 from storage.offload import Offloader
@@ -24,7 +35,9 @@ from storage.stats import SharedStats
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 SIGINT_GRACE = 1.0
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+INHERIT_ENV = "STORAGE_NODE_INHERIT"  # sockets and old workers handed over on SIGHUP
+READY_TIMEOUT = 30.0  # seconds new workers get to come up before a reload gives up
 
 
 def bind_sockets(host, port, count):
@@ -45,9 +58,10 @@ def bind_sockets(host, port, count):
 
 
 class Listener:
-    def __init__(self, sock, worker):
+    def __init__(self, sock, worker, tls_context=None):
         self.sock = sock
         self.worker = worker
+        self.tls_context = tls_context
         self.closed = False
 
     def fileno(self):
@@ -62,7 +76,7 @@ class Listener:
             except OSError as exc:  # EMFILE and friends: keep serving the others
                 log.error("accept failed: %s", exc)
                 return
-            self.worker.accepted(conn, peer)
+            self.worker.accepted(conn, peer, self.tls_context)
 
     def close(self):
         self.closed = True
@@ -71,7 +85,8 @@ class Listener:
 class Worker:
     """One process: an event loop, the chunk repository, the RAWX application."""
 
-    def __init__(self, config, index, sock, stats):
+    def __init__(self, config, index, sock, stats, tls_sock=None, tls_context=None,
+                 ready_fd=None):
         self.config = config
         self.index = index
         self.buffer = bytearray(config.buffer_size)
@@ -84,18 +99,24 @@ class Worker:
                            config.fsync_dir, config.fallocate)
         self.events = events.from_config(config)  # after fork: it owns a thread
         self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events)
-        self.listener = Listener(sock, self)
+        self.listeners = [Listener(sock, self)]
+        if tls_sock is not None:
+            self.listeners.append(Listener(tls_sock, self, tls_context))
+        self.ready_fd = ready_fd
         self.offloader = None
         if config.io_threads:
             self.offloader = Offloader(self.loop, config.io_threads, config.buffer_size)
         self._shutdown_at = None
         self._signal = None
 
-    def accepted(self, sock, peer):
+    def accepted(self, sock, peer, tls_context=None):
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn = Connection(sock, peer_text, self.loop, self.app, self)
+        if tls_context is None:
+            conn = Connection(sock, peer_text, self.loop, self.app, self)
+        else:
+            conn = tls.TlsConnection(sock, peer_text, self.loop, self.app, self, tls_context)
         self.connections.add(conn)
         self.stats.gauge_add("connections", 1)
 
@@ -134,16 +155,25 @@ class Worker:
     def _begin_shutdown(self, grace):
         self.stopping = True
         self._shutdown_at = time.monotonic() + grace
-        self.loop.unregister(self.listener)
-        self.listener.sock.close()
+        for listener in self.listeners:
+            self.loop.unregister(listener)
+            listener.sock.close()
 
     def run(self):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        self.loop.register(self.listener, READ)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+        for listener in self.listeners:
+            self.loop.register(listener, READ)
         self.probe.run_once()
+        if self.ready_fd is not None:  # tell the master we serve
+            try:
+                os.write(self.ready_fd, b"r")
+            except OSError:
+                pass
+            os.close(self.ready_fd)
+            self.ready_fd = None
         self.loop.call_later(self.config.probe_interval, self._probe)
         self.loop.call_later(0.25, self._tick)
         self.loop.run()
@@ -158,42 +188,106 @@ def _die_with_parent():
         pass
 
 
-class Master:
-    """Binds, forks the workers, respawns a worker that dies, forwards stop signals."""
+def _parse_inherit(text):
+    """'plain=3,4;tls=5,6;old=120,121' (what a reloading master hands over) -> dict."""
+    found = {}
+    for part in filter(None, text.split(";")):
+        name, _, values = part.partition("=")
+        found[name] = [int(v) for v in values.split(",") if v]
+    return found
 
-    def __init__(self, config):
+
+def _same_address(sock, host, port):
+    name = sock.getsockname()
+    return name[0] == host and (port == 0 or name[1] == port)
+
+
+def _listen(host, port, count, inherited_fds):
+    """``count`` listening sockets on host:port, adopting the inherited ones first (a
+    reload keeps them, and their queues, open). Inherited sockets bound elsewhere (the
+    address changed) are closed here; the old workers drain their own copies."""
+    socks = []
+    for fd in inherited_fds:
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        socks.append(sock)
+    if socks and not _same_address(socks[0], host, port):
+        log.warning("listen address changed to %s:%d; the old address stops accepting",
+                    host, port)
+        for sock in socks:
+            sock.close()
+        socks = []
+    if not socks:
+        return bind_sockets(host, port, count)
+    if len(socks) > count:
+        log.warning("keeping %d workers: fewer workers take a full restart", len(socks))
+    elif len(socks) < count:
+        socks += bind_sockets(host, socks[0].getsockname()[1], count - len(socks))
+    return socks
+
+
+class Master:
+    """Binds, forks the workers, respawns a worker that dies, forwards stop signals,
+    and re-executes itself on SIGHUP (see the module docstring)."""
+
+    def __init__(self, config, config_path=None, overrides=None):
         self.config = config
+        self.config_path = config_path  # None: the embedded default
+        self.overrides = overrides or {}
+        self.cwd = os.getcwd()
         self.children = {}  # pid -> worker index
+        self.old_workers = set()  # the previous image's workers, draining after a reload
         self.stop_signal = None
+        self.exit_code = 0
         self.socks = []
+        self.tls_socks = []
+        self.tls_context = None
         self.stats = None
+        self._ready_r = self._ready_w = None
+        self._awaiting_ready = 0
+        self._handoff_deadline = None
 
     def start(self):
         volume.prepare(self.config)
-        count = self.config.worker_count
-        self.socks = bind_sockets(self.config.listen_host, self.config.listen_port, count)
-        port = self.socks[0].getsockname()[1]
-        self.config = dataclasses.replace(self.config, listen_port=port)
-        self.stats = SharedStats(count)
+        config = self.config
+        if config.tls_enabled:
+            self.tls_context = tls.server_context(config.tls_cert_file, config.tls_key_file)
+        inherited = _parse_inherit(os.environ.pop(INHERIT_ENV, ""))
+        self.old_workers = set(inherited.get("old", ()))
+        self.socks = _listen(config.listen_host, config.listen_port, config.worker_count,
+                             inherited.get("plain", ()))
+        config = dataclasses.replace(config, listen_port=self.socks[0].getsockname()[1])
+        if config.tls_enabled:
+            self.tls_socks = _listen(config.tls_host, config.tls_port, len(self.socks),
+                                     inherited.get("tls", ()))
+            config = dataclasses.replace(config, tls_port=self.tls_socks[0].getsockname()[1])
+            # a worker serves one plain and one TLS socket
+            self.socks += bind_sockets(config.listen_host, config.listen_port,
+                                       len(self.tls_socks) - len(self.socks))
+        else:
+            for fd in inherited.get("tls", ()):
+                os.close(fd)  # TLS turned off by the reload
+        self.config = config
+        self.stats = SharedStats(len(self.socks))
 
     def _spawn(self, index):
-        # Stop signals stay blocked across fork until the worker has its own handlers:
-        # one landing in between would run the master's handler in the child and be lost.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            pid = os.fork()
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            raise
+        # The master keeps its signals blocked (it waits for them with sigtimedwait); the
+        # worker unblocks them once it has its own handlers.
+        pid = os.fork()
         if pid == 0:
             code = 0
             self.children.clear()
             try:
                 _die_with_parent()
-                for i, sock in enumerate(self.socks):
-                    if i != index:
+                os.close(self._ready_r)
+                for i, sock in enumerate(self.socks + self.tls_socks):
+                    if i != index and i != len(self.socks) + index:
                         sock.close()
-                worker = Worker(self.config, index, self.socks[index], self.stats)
+                tls_sock = self.tls_socks[index] if self.tls_socks else None
+                worker = Worker(self.config, index, self.socks[index], self.stats,
+                                tls_sock=tls_sock, tls_context=self.tls_context,
+                                ready_fd=self._ready_w)
                 profile_dir = os.environ.get("STORAGE_NODE_PROFILE")
                 if profile_dir:  # debugging aid: cProfile stats per worker, dumped at exit
                     import cProfile
@@ -208,50 +302,135 @@ class Master:
                 logging.shutdown()
                 os._exit(code)
         self.children[pid] = index
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
-    def _on_signal(self, signum, frame):
-        self.stop_signal = signum
-        for pid in list(self.children):
+    def _stop(self, signum):
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        for pid in list(self.children) + list(self.old_workers):
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    def run(self):
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        for index in range(len(self.socks)):
-            self._spawn(index)
-        print(f"storage-node listening on http://{self.config.listen} "
-              f"(namespace {self.config.namespace}, docroot {self.config.docroot}, "
-              f"{len(self.socks)} workers)", flush=True)
-        recent_deaths = []
-        while self.children:
+    def _reap(self, recent_deaths):
+        while True:
             try:
-                pid, status = os.waitpid(-1, 0)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
+                return
+            if pid == 0:
+                return
+            if pid in self.old_workers:
+                self.old_workers.discard(pid)
+                if not self.old_workers:
+                    log.info("reload complete: the old workers are gone")
+                continue
             index = self.children.pop(pid, None)
             if index is None or self.stop_signal is not None:
                 continue
             log.error("worker %d (pid %d) exited with status %d; restarting", index, pid,
                       os.waitstatus_to_exitcode(status))
             now = time.monotonic()
-            recent_deaths = [t for t in recent_deaths if now - t < 10] + [now]
+            recent_deaths[:] = [t for t in recent_deaths if now - t < 10] + [now]
             if len(recent_deaths) > 5:
                 log.critical("workers keep dying; stopping the node")
-                self._on_signal(signal.SIGTERM, None)
-                return 1
+                self.exit_code = 1
+                self._stop(signal.SIGTERM)
+                continue
             self._spawn(index)
-        for sock in self.socks:
+
+    def _check_ready(self):
+        """During a reload: once every new worker serves, stop the old ones."""
+        if not self.old_workers or self._awaiting_ready <= 0:
+            return
+        try:
+            self._awaiting_ready -= len(os.read(self._ready_r, 256))
+        except BlockingIOError:
+            pass
+        if self._awaiting_ready <= 0:
+            log.info("new workers serve; stopping %d old workers", len(self.old_workers))
+            for pid in self.old_workers:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        elif time.monotonic() > self._handoff_deadline:
+            log.error("new workers did not come up within %ds; the old ones keep serving",
+                      READY_TIMEOUT)
+            self._awaiting_ready = 0
+
+    def _reload(self):
+        """SIGHUP: validate the configuration, then re-execute in place."""
+        if self.stop_signal is not None:
+            return
+        try:
+            if self.config_path:
+                config = configmod.load_file(self.config_path)
+            else:
+                config = configmod.embedded_default(self.cwd)
+            if self.overrides:
+                config = dataclasses.replace(config, **self.overrides)
+            volume.check_lock(config)
+            if config.tls_enabled:
+                tls.server_context(config.tls_cert_file, config.tls_key_file)
+        except (configmod.ConfigError, volume.VolumeError, tls.TlsSetupError) as exc:
+            log.error("reload refused, the node keeps its running configuration: %s", exc)
+            return
+        socks = self.socks + self.tls_socks
+        old = list(self.children) + list(self.old_workers)
+        handover = "plain={};tls={};old={}".format(
+            ",".join(str(sock.fileno()) for sock in self.socks),
+            ",".join(str(sock.fileno()) for sock in self.tls_socks),
+            ",".join(str(pid) for pid in old))
+        env = dict(os.environ)
+        env[INHERIT_ENV] = handover
+        argv = [sys.executable] + sys.orig_argv[1:]
+        log.info("reloading: re-executing %s", " ".join(argv))
+        for sock in socks:
+            sock.set_inheritable(True)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execve(sys.executable, argv, env)
+        except OSError as exc:
+            log.error("reload failed, the node keeps running: cannot execute %s: %s",
+                      sys.executable, exc)
+            for sock in socks:
+                sock.set_inheritable(False)
+
+    def run(self):
+        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        self._ready_r, self._ready_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        for index in range(len(self.socks)):
+            self._spawn(index)
+        self._awaiting_ready = len(self.socks)
+        self._handoff_deadline = time.monotonic() + READY_TIMEOUT
+        tls_text = f" and https://{self.config.tls_listen}" if self.tls_socks else ""
+        print(f"storage-node listening on http://{self.config.listen}{tls_text} "
+              f"(namespace {self.config.namespace}, docroot {self.config.docroot}, "
+              f"{len(self.socks)} workers)", flush=True)
+        recent_deaths = []
+        while self.children or self.old_workers:
+            waiting = self.old_workers and self._awaiting_ready > 0
+            info = signal.sigtimedwait(MASTER_SIGNALS, 0.05 if waiting else 1.0)
+            self._check_ready()
+            if info is None:
+                continue
+            if info.si_signo == signal.SIGCHLD:
+                self._reap(recent_deaths)
+            elif info.si_signo == signal.SIGHUP:
+                self._reload()
+            else:
+                self._stop(info.si_signo)
+        for sock in self.socks + self.tls_socks:
             sock.close()
-        return 0
+        return self.exit_code
 
 
-def serve(config):
+def serve(config, config_path=None, overrides=None):
     """Run the node in the foreground until SIGTERM/SIGINT. Returns the exit status."""
-    master = Master(config)
+    master = Master(config, config_path, overrides)
     master.start()
     return master.run()

@@ -14,6 +14,28 @@ class VolumeError(RuntimeError):
     """The volume cannot be served (locked by another service, not writable...)."""
 
 
+def lock_values(config: Config):
+    return {
+        "user.server.id": config.volume_id.encode(),
+        "user.server.ns": config.namespace.encode(),
+        "user.server.type": b"rawx",
+    }
+
+
+def check_lock(config: Config):
+    """Raise VolumeError if the docroot is locked to another service (read-only check:
+    a reload validates its new configuration with it before taking over)."""
+    for name, value in lock_values(config).items():
+        try:
+            current = os.getxattr(config.docroot, name)
+        except OSError:
+            continue
+        if current != value:
+            raise VolumeError(
+                f"volume {config.docroot} is locked to {name}={current.decode(errors='replace')}"
+                f", not {value.decode()}")
+
+
 def prepare(config: Config):
     """Create the docroot and its service dirs, then lock the volume to this service.
     Refuses (VolumeError) a volume locked to another service or namespace."""
@@ -23,26 +45,16 @@ def prepare(config: Config):
             os.makedirs(os.path.join(config.docroot, sub), mode=0o755, exist_ok=True)
     except OSError as exc:
         raise VolumeError(f"docroot {config.docroot}: {exc.strerror}") from None
-    wanted = {
-        "user.server.id": config.volume_id.encode(),
-        "user.server.ns": config.namespace.encode(),
-        "user.server.type": b"rawx",
-    }
-    for name, value in wanted.items():
+    check_lock(config)
+    for name, value in lock_values(config).items():
         try:
-            current = os.getxattr(config.docroot, name)
+            os.getxattr(config.docroot, name)
         except OSError:
-            current = None
-        if current is None:
             try:
                 os.setxattr(config.docroot, name, value)
             except OSError as exc:
                 raise VolumeError(f"cannot lock volume {config.docroot} ({name}): "
                                   f"{exc.strerror}") from None
-        elif current != value:
-            raise VolumeError(
-                f"volume {config.docroot} is locked to {name}={current.decode(errors='replace')}"
-                f", not {value.decode()}")
 
 
 class LivenessProbe:

@@ -154,6 +154,8 @@ class RawxApp(AdminRoutes):
         self.volume = volume  # liveness probe state, or None
         self.events = events
         hosts = {config.listen}
+        if config.tls_enabled:
+            hosts.add(config.tls_listen)
         if config.service_id:
             hosts.add(config.service_id)
         self.allowed_hosts = hosts
@@ -203,7 +205,9 @@ class RawxApp(AdminRoutes):
             return error_reply(exc)
 
     def _wildcard_ok(self, host):
-        return self.wildcard and host.rpartition(":")[2] == str(self.config.listen_port)
+        port = host.rpartition(":")[2]
+        return self.wildcard and (port == str(self.config.listen_port) or (
+            self.config.tls_enabled and port == str(self.config.tls_port)))
 
     # ---- chunks --------------------------------------------------------------------
     def _chunk_put(self, chunk_id, request, exchange):
