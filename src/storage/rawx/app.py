@@ -14,8 +14,9 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
                             VolumeUnavailable)
 from storage.fast import load
-from storage.http.connection import FileBody, Reply
+from storage.http.connection import FileBody, Reply, StreamBody
 from storage.http.response import encode_fields, last_modified
+from storage.rawx import compress
 from storage.rawx import meta as chunkmeta
 from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
@@ -52,6 +53,12 @@ def error_reply(exc):
         log.error("internal error: %r", exc)
     body = b"" if status in QUIET_BODY else (reason + "\n").encode("utf-8", "replace")
     return Reply(status, body=body, reason=reason)
+
+
+def _one_line_500(reason):
+    """A 500 whose reason is safe and useful to show (not an internal error)."""
+    log.error("%s", reason)
+    return Reply(500, body=(reason + "\n").encode(), reason=reason)
 
 
 def parse_chunk_id(raw):
@@ -114,11 +121,9 @@ class Upload:
                     for n, v in trailers]
         try:
             self.open()  # a body that never reached a pump (empty, or all early bytes)
-            if self.hasher is not None:
-                computed = self.hasher.hexdigest().upper()
-            else:  # checksum off: keep what the client announced
-                computed = dict(trailers).get(chunkmeta.PREFIX + "chunk-hash",
-                                              self.meta.chunk_hash).upper()
+            # not hashed (checksum off|smart): meta.finish keeps the announced hash
+            hasher = self.hasher
+            computed = hasher.hexdigest().upper() if hasher is not None else None
             attrs = self.meta.finish(trailers, computed, received)
             self.writer.set_attrs(attrs)
             self.writer.commit()
@@ -144,6 +149,53 @@ class Upload:
 
     def abort(self):
         self.writer.abort()
+
+
+class CompressedUpload(Upload):
+    """A PUT under ``compression zlib``: the plain body is hashed, then compressed into
+    one zlib stream on its way to the file. The connection cannot pump such a body
+    socket -> file, so it feeds it (on an I/O thread when it has one)."""
+
+    direct = False
+
+    def __init__(self, app, put_meta, writer, hasher, exchange):
+        super().__init__(app, put_meta, writer, hasher, exchange)
+        self.compressor = compress.Compressor()
+        put_meta.compression = compress.ZLIB
+
+    def open(self):
+        writer = self.writer
+        if not writer.opened:
+            writer.open()
+            if self._early:
+                early, self._early = self._early, None
+                self._store(early)
+        return writer.fd
+
+    def _store(self, data):
+        if self.hasher is not None:
+            self.hasher.update(data)
+        packed = self.compressor.compress(data)
+        if packed:
+            self.writer.write(packed, None)
+
+    def feed(self, data):
+        if self.writer.opened:
+            self._store(data)
+        elif len(self._early) + len(data) <= EARLY_BYTES:
+            self._early += data
+        else:
+            self.open()
+            self._store(data)
+
+    def finish(self, trailers, received):
+        try:
+            self.open()
+            self.writer.write(self.compressor.flush(), None)
+        except StorageError as exc:
+            self.writer.abort()
+            return error_reply(exc)
+        return super().finish(trailers, received)
 
 
 class RawxApp(AdminRoutes):
@@ -214,8 +266,21 @@ class RawxApp(AdminRoutes):
         put_meta = chunkmeta.PutMeta(chunk_id, request.headers)
         exchange.account = put_meta.fullpath.account
         exchange.bucket = put_meta.fullpath.container
-        writer = self.repo.writer(chunk_id, request.content_length)
-        hasher = None if self.config.checksum == "off" else new_hasher(put_meta.method.algo)
+        config = self.config
+        compressed = config.compression != "off"
+        # a compressed chunk's file size is not the body's: no size hint to fallocate
+        writer = self.repo.writer(chunk_id, None if compressed else request.content_length)
+        hasher = None
+        mode = config.checksum
+        # checksum smart skips EC fragments (they carry their own checksums), with the
+        # reference's test on the storage policy. A body is hashed anyway when the client
+        # announced no hash at all (no header, no declared trailer): no chunk is ever
+        # stored without a hash (a HEAD would answer 500 for it).
+        if mode == "always" or (mode == "smart" and not put_meta.policy.startswith("ec/")) \
+                or not put_meta.announces_hash():
+            hasher = new_hasher(put_meta.method.algo)
+        if compressed:
+            return CompressedUpload(self, put_meta, writer, hasher, exchange)
         return Upload(self, put_meta, writer, hasher, exchange)
 
     def _open(self, chunk_id, exchange):
@@ -252,6 +317,8 @@ class RawxApp(AdminRoutes):
 
     def _chunk_get(self, chunk_id, request, exchange):
         reader, stored, fields = self._open(chunk_id, exchange)
+        if stored.compression:
+            return self._compressed_get(reader, stored, fields, request)
         headers = ()
         try:
             if not self._size_ok(reader, stored):
@@ -276,24 +343,81 @@ class RawxApp(AdminRoutes):
         return Reply(status, headers, file=FileBody(reader.fd, offset, length, reader.close),
                      fields=fields)
 
+    def _compressed_get(self, reader, stored, fields, request):
+        """GET of a compressed chunk: Range and lengths count decompressed bytes; the
+        body is inflated piece by piece as the socket takes it."""
+        try:
+            size, wbits = self._compressed_info(stored)
+            status, headers = 200, ()
+            offset, length = 0, size
+            range_value = request.headers.get("range")
+            if range_value:
+                wanted = parse_range(range_value, size)
+                if wanted is UNSATISFIABLE:
+                    reader.close()
+                    return Reply(416, reason="range not satisfiable")
+                if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
+                    offset, length = wanted
+                    status = 206
+                    headers = [("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")]
+        except compress.UnsupportedCompression as exc:
+            reader.close()
+            return _one_line_500(str(exc))
+        except BaseException:
+            reader.close()
+            raise
+        if length == 0:
+            reader.close()
+            return Reply(status, headers, fields=fields)
+        inflater = compress.Inflater(reader.fd, wbits, offset, length,
+                                     to_end=offset + length == size)
+        return Reply(status, headers, file=StreamBody(inflater.read, length, reader.close),
+                     fields=fields)
+
+    @staticmethod
+    def _compressed_info(stored):
+        """(uncompressed size, zlib wbits) of a compressed chunk; raises
+        UnsupportedCompression for a codec we cannot read or a size we cannot trust."""
+        wbits = compress.wbits_for(stored.compression)
+        try:
+            size = int(stored.get("chunk_size"))
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise compress.UnsupportedCompression("compressed chunk without a valid size")
+        return size, wbits
+
     def _chunk_head(self, chunk_id, request, exchange):
         reader, stored, fields = self._open(chunk_id, exchange)
         try:
             stored_hash = stored.get("chunk_hash")
             if not stored_hash:
                 return Reply(500, body=b"chunk has no stored hash\n", reason="no stored hash")
-            if not self._size_ok(reader, stored):
+            size = reader.size
+            wbits = None
+            if stored.compression:
+                try:
+                    size, wbits = self._compressed_info(stored)
+                except compress.UnsupportedCompression as exc:
+                    return _one_line_500(str(exc))
+            elif not self._size_ok(reader, stored):
                 return Reply(412, reason="chunk size mismatch")
             if request.headers.get("x-oio-check-hash", "").lower() == "true":
                 expected = request.headers.get(chunkmeta.PREFIX + "chunk-hash") or stored_hash
                 algo = "md5" if len(expected) == 32 else "blake3"
                 try:
-                    actual = streamio.hash_file(reader.fd, algo)
+                    if wbits is None:
+                        actual = streamio.hash_file(reader.fd, algo)
+                    else:
+                        hasher = new_hasher(algo)
+                        if compress.hash_inflated(reader.fd, wbits, hasher) != size:
+                            return Reply(412, reason="decompressed size mismatch")
+                        actual = hasher.hexdigest()
                 except OSError:
                     return Reply(412, reason="I/O error while hashing")
                 if actual.upper() != expected.upper():
                     return Reply(412, reason="chunk hash mismatch")
-            return Reply(200, ACCEPT_RANGES, length=reader.size, fields=fields)
+            return Reply(200, ACCEPT_RANGES, length=size, fields=fields)
         finally:
             reader.close()
 

@@ -205,6 +205,7 @@ class PutMeta:
             parse_int64("metachunk-size", self.metachunk_size)
         self.non_optimal = _hdr(headers, "non-optimal-placement").lower() in TRUE_WORDS
         self.ext = ext_attrs(headers.items())
+        self.compression = ""  # the codec of the stored body, set by a compressing upload
 
     def _check_consistency(self, headers):
         fp = self.fullpath
@@ -227,9 +228,21 @@ class PutMeta:
         elif not fp.content_id:
             raise BadRequest("missing content id")
 
+    def announces_hash(self):
+        """True when the client gave the chunk hash as a header, or declared it as a
+        trailer in a ``Trailer:`` request header."""
+        if self.chunk_hash:
+            return True
+        declared = self.headers.get("trailer", "")
+        return any(name.strip().lower() == PREFIX + "chunk-hash"
+                   for name in declared.split(","))
+
     def finish(self, trailers, computed_hash, received):
         """Apply the trailers and the checks at end of body. Returns the xattrs to write.
-        trailers: [(lower name, str value)]; computed_hash: upper hex."""
+        trailers: [(lower name, str value)]; computed_hash: upper hex, or None when the
+        body was not hashed (``checksum off|smart``): the announced hash is then stored
+        as is, and a chunk whose announced trailer never came is refused (400) rather
+        than stored without a hash."""
         tmap = dict(trailers)
         mc_hash = tmap.get(PREFIX + "metachunk-hash")
         if mc_hash is not None:
@@ -242,7 +255,12 @@ class PutMeta:
             raise BadRequest("ec chunk without metachunk-hash and metachunk-size")
         expected = tmap.get(PREFIX + "chunk-hash")
         expected = check_hex("chunk-hash", expected) if expected is not None else self.chunk_hash
-        if expected and expected != computed_hash:
+        if computed_hash is None:
+            expected = expected or self.chunk_hash  # an empty trailer does not erase it
+            if not expected:
+                raise BadRequest("missing chunk-hash (not hashed: checksum is off)")
+            computed_hash = expected
+        elif expected and expected != computed_hash:
             raise BadRequest("chunk-hash mismatch")
         self.chunk_hash = computed_hash
         size = tmap.get(PREFIX + "chunk-size")
@@ -267,6 +285,7 @@ class PutMeta:
             XATTR["storage_policy"]: self.policy,
             XATTR["metachunk_hash"]: self.metachunk_hash,
             XATTR["metachunk_size"]: self.metachunk_size,
+            XATTR["compression"]: self.compression,
         }
         attrs = {k: v.encode("latin-1") for k, v in values.items() if v}
         attrs.update((k, v) for k, v in self.ext.items() if v)
@@ -282,7 +301,8 @@ class StoredMeta:
     """Metadata of a chunk on disk, from its xattrs (current or legacy layout)."""
 
     __slots__ = ("chunk_id", "attrs", "fullpath", "container_id", "content_path",
-                 "content_version", "content_id", "account", "bucket", "expected_size")
+                 "content_version", "content_id", "account", "bucket", "expected_size",
+                 "compression")
 
     def __init__(self, chunk_id, attrs):
         self.chunk_id = chunk_id
@@ -291,10 +311,14 @@ class StoredMeta:
         fp = FullPath.from_stored(raw) if raw else None
         self.fullpath = raw
         self.account = self.bucket = None
+        # the codec of a compressed chunk, "" for a plain one (the reference writes
+        # "off" on the chunks it stores uncompressed)
+        compression = _text(attrs, XATTR["compression"])
+        self.compression = "" if compression == "off" else compression
         # the size the file must have, or None when it cannot be checked (no stored
         # size, or compressed data); a stored size that is not a number never matches
         size = attrs.get(XATTR["chunk_size"])
-        if not size or attrs.get(XATTR["compression"]):
+        if not size or self.compression:
             self.expected_size = None
         else:
             try:
