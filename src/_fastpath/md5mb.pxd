@@ -43,6 +43,10 @@ cdef enum:
     MD5MB_GIL_MINSIZE = 2048
 
 
+# md5mb_init / md5mb_digest for modules that cannot link md5mb_kernels.c.
+cdef void state_init(md5mb_state *s) noexcept nogil
+cdef void state_digest(const md5mb_state *s, uint8_t *out) noexcept nogil
+
 # Hash n bytes at p into s: through the engine when the process kernel is an
 # 8-lane one and n >= ENGINE_MINSIZE, else with the scalar kernel. Cannot
 # fail. Call without the GIL for large n (it may wait for other threads).

@@ -73,6 +73,14 @@ def engine_stats():
     return tuple(out[i] for i in range(MD5MB_LANES + 1))
 
 
+cdef void state_init(md5mb_state *s) noexcept nogil:
+    md5mb_init(s)
+
+
+cdef void state_digest(const md5mb_state *s, uint8_t *out) noexcept nogil:
+    md5mb_digest(s, out)
+
+
 cdef void state_update(md5mb_state *s, const void *p, size_t n) noexcept nogil:
     cdef const uint8_t *q = <const uint8_t *>p
     cdef size_t nblocks

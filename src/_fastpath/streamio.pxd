@@ -1,6 +1,8 @@
 # Declarations shared with other _fastpath modules that want to hash with the
-# same MD5 context type (cimport _fastpath.streamio).
+# same MD5 object (cimport _fastpath.streamio).
 from cpython.pythread cimport PyThread_type_lock
+
+from _fastpath.md5mb cimport md5mb_state
 
 
 cdef extern from "<openssl/evp.h>" nogil:
@@ -31,7 +33,10 @@ cdef enum:
 
 
 cdef class Md5:
+    # OpenSSL's context with STORAGE_NODE_MD5=openssl, else NULL and the
+    # md5mb state is used
     cdef EVP_MD_CTX *ctx
+    cdef md5mb_state state
     # Held while the context is used without the GIL, so that two threads
     # updating the same object serialize instead of corrupting it (as hashlib).
     cdef PyThread_type_lock lock

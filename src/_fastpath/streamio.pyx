@@ -2,9 +2,12 @@
 """Byte-moving fast paths of the chunk server: socket -> file with hashing (PUT),
 file hashing by pread (HEAD with X-oio-check-hash), xattrs and no-replace renames.
 
-MD5 comes from OpenSSL's libcrypto through the EVP API so that the whole
-recv + hash + write loop can run without the GIL. Other hashers (blake3, ...)
-are called through their Python ``update`` with the GIL held.
+MD5 goes through the multi-buffer engine of ``_fastpath.md5mb`` (the
+uploads hashed by a worker's threads share 8-lane SIMD kernels) so that the
+whole recv + hash + write loop can run without the GIL;
+``STORAGE_NODE_MD5=openssl`` selects OpenSSL's libcrypto (EVP API) instead.
+Other hashers (blake3, ...) are called through their Python ``update`` with
+the GIL held.
 """
 import os
 
@@ -20,7 +23,10 @@ from cpython.pythread cimport (
     PyThread_free_lock, PyThread_release_lock,
 )
 from libc.errno cimport EAGAIN, EINTR, EINVAL, EIO, ENODATA, ENOSYS, ERANGE, errno
-from libc.string cimport strlen
+from libc.stdint cimport uint8_t
+from libc.string cimport memcpy, strlen
+
+from _fastpath.md5mb cimport md5mb_state, state_digest, state_init, state_update
 
 
 cdef extern from "<errno.h>":
@@ -69,6 +75,25 @@ cdef enum:
     FAIL_HASH = -3
 
 
+MD5_ENV = "STORAGE_NODE_MD5"
+
+
+def _md5_uses_openssl():
+    choice = os.environ.get(MD5_ENV, "")
+    if choice not in ("", "md5mb", "openssl"):
+        raise ValueError(f"{MD5_ENV}={choice!r}: not one of ('md5mb', 'openssl')")
+    return choice == "openssl"
+
+
+# Read once: every Md5 of the process hashes the same way.
+cdef bint _OPENSSL_MD5 = _md5_uses_openssl()
+
+
+def md5_backend():
+    """Where Md5 hashes: 'md5mb' (the multi-buffer engine) or 'openssl'."""
+    return "openssl" if _OPENSSL_MD5 else "md5mb"
+
+
 AGAIN = PUMP_AGAIN
 LIMIT = PUMP_LIMIT
 EOF = PUMP_EOF
@@ -86,17 +111,33 @@ cdef object _os_error(int err):
 
 # --------------------------------------------------------------------------- MD5
 
+cdef int _md5_update(EVP_MD_CTX *ctx, md5mb_state *state, const void *p,
+                     size_t n) noexcept nogil:
+    """Hash n bytes into an OpenSSL context, or (ctx NULL) into a md5mb state
+    through the engine: 1 on success, 0 on failure (OpenSSL only)."""
+    if ctx != NULL:
+        return EVP_DigestUpdate(ctx, p, n)
+    state_update(state, p, n)
+    return 1
+
+
 cdef class Md5:
-    """MD5 via OpenSSL's EVP API, with the surface of ``hashlib.md5()``.
+    """MD5 with the surface of ``hashlib.md5()``: the md5mb engine, or
+    OpenSSL's EVP API with ``STORAGE_NODE_MD5=openssl``.
 
     ``update`` accepts any bytes-like object and releases the GIL for inputs of
     at least GIL_MINSIZE bytes.
     """
 
     def __cinit__(self):
-        self.ctx = EVP_MD_CTX_new()
         self.lock = PyThread_allocate_lock()
-        if self.ctx == NULL or self.lock == NULL:
+        if self.lock == NULL:
+            raise MemoryError()
+        state_init(&self.state)
+        if not _OPENSSL_MD5:
+            return
+        self.ctx = EVP_MD_CTX_new()
+        if self.ctx == NULL:
             raise MemoryError()
         if EVP_DigestInit_ex(self.ctx, EVP_md5(), NULL) != 1:
             raise ValueError("MD5 is not available from libcrypto")
@@ -141,9 +182,11 @@ cdef class Md5:
             try:
                 if view.len >= GIL_MINSIZE:
                     with nogil:
-                        ok = EVP_DigestUpdate(self.ctx, view.buf, <size_t>view.len)
+                        ok = _md5_update(self.ctx, &self.state, view.buf,
+                                         <size_t>view.len)
                 else:
-                    ok = EVP_DigestUpdate(self.ctx, view.buf, <size_t>view.len)
+                    ok = _md5_update(self.ctx, &self.state, view.buf,
+                                     <size_t>view.len)
             finally:
                 self._release()
         finally:
@@ -155,8 +198,16 @@ cdef class Md5:
         """The 16-byte digest of the bytes so far (the object stays usable)."""
         cdef unsigned char out[MD5_DIGEST_SIZE]
         cdef unsigned int size = 0
-        cdef EVP_MD_CTX *tmp = EVP_MD_CTX_new()
+        cdef EVP_MD_CTX *tmp
         cdef int ok
+        if self.ctx == NULL:
+            self._acquire()
+            try:
+                state_digest(&self.state, <uint8_t *>out)
+            finally:
+                self._release()
+            return PyBytes_FromStringAndSize(<char *>out, MD5_DIGEST_SIZE)
+        tmp = EVP_MD_CTX_new()
         if tmp == NULL:
             raise MemoryError()
         try:
@@ -178,10 +229,13 @@ cdef class Md5:
     def copy(self):
         """An independent Md5 with the same state."""
         cdef Md5 other = Md5.__new__(Md5)
-        cdef int ok
+        cdef int ok = 1
         self._acquire()
         try:
-            ok = EVP_MD_CTX_copy_ex(other.ctx, self.ctx)
+            if self.ctx == NULL:
+                memcpy(&other.state, &self.state, sizeof(md5mb_state))
+            else:
+                ok = EVP_MD_CTX_copy_ex(other.ctx, self.ctx)
         finally:
             self._release()
         if ok != 1:
@@ -223,10 +277,11 @@ cdef int _write_full(int fd, const char *p, size_t n) noexcept nogil:
 
 
 cdef int _pump_raw(int sockfd, int filefd, char *p, Py_ssize_t cap,
-                   EVP_MD_CTX *ctx, Py_ssize_t limit, Py_ssize_t *moved,
-                   int *err) noexcept nogil:
+                   EVP_MD_CTX *ctx, md5mb_state *state, Py_ssize_t limit,
+                   Py_ssize_t *moved, int *err) noexcept nogil:
     """The pump loop without Python objects: a status >= 0, or a FAIL_* side
-    with the errno in err. ctx may be NULL (no hashing)."""
+    with the errno in err. Hashes into ctx, else into state; no hashing if
+    both are NULL."""
     cdef Py_ssize_t want, got
     while moved[0] < limit:
         want = limit - moved[0]
@@ -240,7 +295,8 @@ cdef int _pump_raw(int sockfd, int filefd, char *p, Py_ssize_t cap,
             return FAIL_RECV
         if got == 0:
             return PUMP_EOF
-        if ctx != NULL and EVP_DigestUpdate(ctx, p, <size_t>got) != 1:
+        if (ctx != NULL or state != NULL) and \
+                _md5_update(ctx, state, p, <size_t>got) != 1:
             return FAIL_HASH
         err[0] = _write_full(filefd, p, <size_t>got)
         moved[0] += got  # on failure: consumed from the socket (DiskWriteError.received)
@@ -292,14 +348,14 @@ def pump(int sockfd, int filefd, buf, hasher, Py_ssize_t limit):
             md5 = hasher
             if md5 is None:
                 with nogil:
-                    rc = _pump_raw(sockfd, filefd, p, view.len, NULL, limit,
-                                   &moved, &err)
+                    rc = _pump_raw(sockfd, filefd, p, view.len, NULL, NULL,
+                                   limit, &moved, &err)
             else:
                 md5._acquire()
                 try:
                     with nogil:
                         rc = _pump_raw(sockfd, filefd, p, view.len, md5.ctx,
-                                       limit, &moved, &err)
+                                       &md5.state, limit, &moved, &err)
                 finally:
                     md5._release()
         else:
@@ -360,7 +416,7 @@ def write_all(int filefd, data, hasher):
             md5._acquire()
             try:
                 with nogil:
-                    ok = EVP_DigestUpdate(md5.ctx, view.buf, <size_t>n)
+                    ok = _md5_update(md5.ctx, &md5.state, view.buf, <size_t>n)
                     if ok == 1:
                         err = _write_full(filefd, <const char *>view.buf, <size_t>n)
             finally:
@@ -384,7 +440,8 @@ def write_all(int filefd, data, hasher):
 # ------------------------------------------------------------------ file hashing
 
 cdef int _md5_range(int fd, char *p, Py_ssize_t cap, EVP_MD_CTX *ctx,
-                    Py_ssize_t offset, Py_ssize_t length) noexcept nogil:
+                    md5mb_state *state, Py_ssize_t offset,
+                    Py_ssize_t length) noexcept nogil:
     """MD5 of [offset, offset+length) (length -1 = to EOF) by pread: 0 or errno."""
     cdef Py_ssize_t want, got
     cdef int interrupted = 0
@@ -398,7 +455,7 @@ cdef int _md5_range(int fd, char *p, Py_ssize_t cap, EVP_MD_CTX *ctx,
             return errno
         if got == 0:
             break
-        if EVP_DigestUpdate(ctx, p, <size_t>got) != 1:
+        if _md5_update(ctx, state, p, <size_t>got) != 1:
             return EIO
         offset += got
         if length > 0:
@@ -428,7 +485,8 @@ def hash_file(int fd, str algo, Py_ssize_t offset=0, Py_ssize_t length=-1, buf=N
         if algo == "md5":
             md5 = Md5()  # private to this call: no locking needed
             with nogil:
-                err = _md5_range(fd, p, view.len, md5.ctx, offset, length)
+                err = _md5_range(fd, p, view.len, md5.ctx, &md5.state, offset,
+                                 length)
             hasher = md5
         else:
             hasher = _blake3.blake3()
