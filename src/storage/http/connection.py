@@ -204,6 +204,7 @@ class Connection:
         self.pending_reply = None
         self._events = READ  # what the selector watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
+        self.served = 0  # replies sent
         self.direct_io = True  # the raw fd carries the bytes (false under TLS)
         self._more = MSG_MORE  # send() flag when more output follows (TLS: none)
         self._deferred = None  # what to do once it hands them back (close, timeout)
@@ -735,6 +736,7 @@ class Connection:
             self._events = events
 
     def _finish_exchange(self):
+        self.served += 1
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             self.app.record(exchange, self)
@@ -742,7 +744,11 @@ class Connection:
     # ---- life cycle ----------------------------------------------------------------
     @property
     def idle(self):
-        return self.state == S_HEAD and not self.inbuf and self.exchange is None
+        """Between two requests of a keep-alive connection: a stopping worker closes it.
+        A new connection is never idle: its first request is on its way (a worker
+        that stops right after accepting it still serves it)."""
+        return self.served and self.state == S_HEAD and not self.inbuf \
+            and self.exchange is None
 
     def on_timeout(self):
         if self.busy:  # a thread is using our fds: act when it hands them back
