@@ -231,3 +231,19 @@ def test_missing_or_bad_certificate_is_a_config_error(tmp_path, cert):
     code, err = start_fails(tmp_path, tls_rawx_url="127.0.0.1:0",
                             tls_cert_file=str(bad), tls_key_file=cert[1])
     assert code == 2 and "cannot load" in err and "Traceback" not in err
+
+
+def test_tls_listener_survives_a_reload(tls_node, cert):
+    import signal
+    conn = https(tls_node, cert)
+    assert call(conn, "PUT", f"/{chunk_id(8)}", body=b"kept", headers=CHUNK_HEADERS)[0] == 201
+    old = set(tls_node.worker_pids())
+    tls_node.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and set(tls_node.worker_pids()) & old:
+        time.sleep(0.05)
+    assert old and not set(tls_node.worker_pids()) & old
+    conn.close()
+    conn = https(tls_node, cert)  # same port, same certificate
+    assert call(conn, "GET", f"/{chunk_id(8)}")[2] == b"kept"
+    conn.close()
