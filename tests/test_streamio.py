@@ -11,6 +11,7 @@ import random
 import selectors
 import socket
 import subprocess
+import sys
 import threading
 
 import blake3
@@ -613,3 +614,85 @@ def test_pump_hasher_error_propagates(sio, pair, out):
     with pytest.raises(RuntimeError):
         sio.pump(ours.fileno(), fd, bytearray(64), Broken(), 100)
     assert path.read_bytes() == b""  # hashed before written: nothing written
+
+
+# ------------------------------------------------- Md5 backends (md5mb, openssl)
+
+def test_md5_backend_names(sio):
+    assert sio.md5_backend() in ("md5mb", "openssl", "hashlib")
+    if sio is FAST and not os.environ.get("STORAGE_NODE_MD5"):
+        assert sio.md5_backend() == "md5mb"
+
+
+@pytest.mark.parametrize("kernel", import_twin("_fastpath.md5mb").available_kernels())
+def test_pumps_in_threads_on_each_md5mb_kernel(tmp_path, kernel):
+    """Several pumps at once share the md5mb engine's lanes (kernel switched
+    for the whole process); every file and digest must be right."""
+    md5mb = import_twin("_fastpath.md5mb")
+    blobs = [random.Random(40 + i).randbytes((1 << 20) + 7 * i) for i in range(4)]
+    results, errors = {}, []
+
+    def pump_worker(i):
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        fd = os.open(tmp_path / f"k{i}", os.O_RDWR | os.O_CREAT, 0o644)
+        sender = threading.Thread(target=_sender, args=(peer, blobs[i], i))
+        sender.start()
+        try:
+            h = FAST.Md5()
+            _pump_until_eof(FAST, ours, fd, bytearray(256 << 10), h, 4 << 20)
+            FAST.write_all(fd, blobs[i][:5000], h)  # the engine's small-update path
+            results[i] = h.digest()
+        except Exception as exc:  # reported below
+            errors.append((i, exc))
+        finally:
+            sender.join(60)
+            os.close(fd)
+            ours.close()
+            peer.close()
+
+    before = md5mb.kernel()
+    md5mb._set_kernel(kernel)
+    try:
+        threads = [threading.Thread(target=pump_worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        md5mb._set_kernel(before)
+    assert not errors
+    for i in range(4):
+        assert results[i] == hashlib.md5(blobs[i] + blobs[i][:5000]).digest()
+        assert (tmp_path / f"k{i}").read_bytes() == blobs[i] + blobs[i][:5000]
+
+
+OPENSSL_CHECK = """
+import hashlib, os, socket, tempfile
+from _fastpath import streamio
+assert streamio.md5_backend() == "openssl"
+data = os.urandom(300_000)
+h = streamio.Md5(data[:10]); h.update(data[10:]); c = h.copy()
+assert h.digest() == c.digest() == hashlib.md5(data).digest()
+ours, peer = socket.socketpair(); ours.setblocking(False)
+with tempfile.TemporaryFile() as f:
+    peer.sendall(data[:100_000])
+    h = streamio.Md5()
+    assert streamio.pump(ours.fileno(), f.fileno(), bytearray(1 << 16), h, 100_000) == (100_000, 1)
+    streamio.write_all(f.fileno(), data[100_000:], h)
+    assert h.hexdigest() == hashlib.md5(data).hexdigest()
+    assert streamio.hash_file(f.fileno(), "md5") == hashlib.md5(data).hexdigest().upper()
+print("ok")
+"""
+
+
+def test_md5_openssl_escape_hatch():
+    env = dict(os.environ, STORAGE_NODE_MD5="openssl")
+    done = subprocess.run([sys.executable, "-c", OPENSSL_CHECK], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    env["STORAGE_NODE_MD5"] = "sha1"
+    done = subprocess.run([sys.executable, "-c", "import _fastpath.streamio"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "STORAGE_NODE_MD5" in done.stderr
