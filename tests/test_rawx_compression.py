@@ -395,3 +395,21 @@ def test_compressed_chunk_without_valid_size_500(znode):
                                              "user.grid.chunk.size": b"x"})
     status, _, body = znode.request("GET", f"/{cid}")
     assert status == 500 and b"size" in body
+
+
+def test_update_and_copy_keep_a_compressed_chunk_readable(node_factory):
+    node = node_factory(compression="zlib", shallow_copy="on")
+    cid, dst = chunk_id(716), chunk_id(717)
+    assert node.put(cid, BODY)[0] == 201
+    headers = {"X-oio-Chunk-Meta-Content-Storage-Policy": "THREECOPIES",
+               "X-oio-Chunk-Meta-Content-Chunk-Method": "plain/nb_copy=3",
+               "X-oio-Chunk-Meta-Chunk-Pos": "4",
+               "X-oio-Chunk-Meta-Full-Path": "acct/cont/obj/1/0123456789ABCDEF"}
+    assert node.request("GET", f"/update/{cid}", headers=headers)[0] == 200
+    status, got, data = node.request("GET", f"/{cid}")
+    assert status == 200 and data == BODY and got["x-oio-chunk-meta-chunk-pos"] == "4"
+    copy = {"Destination": f"http://{node.host}/{dst}",
+            "X-oio-Chunk-Meta-Full-Path": "acct/cont/other/2/ABCDEF"}
+    assert node.request("COPY", f"/{cid}", headers=copy)[0] == 201
+    assert node.request("GET", f"/{dst}", headers={"Range": "bytes=5-9"})[2] == BODY[5:10]
+    assert node.request("HEAD", f"/{dst}", headers={"X-oio-check-hash": "true"})[0] == 200
