@@ -11,6 +11,7 @@ import zlib
 import pytest
 from hypothesis import given, settings, strategies as st
 from nodeutil import chunk_id
+from test_server_faults import pending_files, small_volume  # noqa: F401 (a fixture)
 from test_server_http import put_head, statuses
 
 from storage.rawx import compress
@@ -257,10 +258,6 @@ def test_wrong_hash_or_size_leaves_nothing(znode):
     assert znode.put(cid, BODY)[0] == 201
 
 
-def pending_files(root):
-    return [n for _, _, names in os.walk(root) for n in names if n.endswith(".pending")]
-
-
 @pytest.mark.parametrize("io_threads", [2, 0])
 def test_disconnect_mid_compressed_body_leaves_nothing(node_factory, io_threads):
     node = node_factory(compression="zlib", io_threads=io_threads)
@@ -275,19 +272,6 @@ def test_disconnect_mid_compressed_body_leaves_nothing(node_factory, io_threads)
     assert node.request("GET", f"/{cid}")[0] == 404
     assert node.put(cid, b"again")[0] == 201
     assert node.access_lines(" PUT 499 ")
-
-
-@pytest.fixture
-def small_volume(tmp_path):
-    import subprocess
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                         capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize("io_threads", [2, 0])

@@ -7,7 +7,7 @@ import os
 import random
 
 import blake3
-from nodeutil import CHUNK_HEADERS, Node, chunk_id
+from nodeutil import Node, chunk_id
 from test_server_http import put_head, statuses
 
 _rng = random.Random(3)
@@ -89,7 +89,7 @@ def plant_legacy(node, cid, data, version_42):
         os.setxattr(path, key, value.encode())
 
 
-def exchange(node, conn, method, path, headers=None):
+def exchange(conn, method, path, headers=None):
     conn.request(method, path, headers=headers or {})
     resp = conn.getresponse()
     body = resp.read()
@@ -104,15 +104,15 @@ def snapshot(node, bodies):
     try:
         for cid in sorted(bodies):
             reqid = {"X-oio-req-id": f"snap-{cid[-4:]}"}
-            record[cid, "GET"] = exchange(node, conn, "GET", f"/{cid}", reqid)
-            record[cid, "HEAD"] = exchange(node, conn, "HEAD", f"/{cid}", reqid)
+            record[cid, "GET"] = exchange(conn, "GET", f"/{cid}", reqid)
+            record[cid, "HEAD"] = exchange(conn, "HEAD", f"/{cid}", reqid)
             if bodies[cid]:
                 a = len(bodies[cid]) // 3
-                record[cid, "RANGE"] = exchange(node, conn, "GET", f"/{cid}",
+                record[cid, "RANGE"] = exchange(conn, "GET", f"/{cid}",
                                                 dict(reqid, Range=f"bytes={a}-{a + 99}"))
-                record[cid, "TAIL"] = exchange(node, conn, "GET", f"/{cid}",
+                record[cid, "TAIL"] = exchange(conn, "GET", f"/{cid}",
                                                dict(reqid, Range="bytes=-7"))
-        record["list"] = exchange(node, conn, "GET", "/list")
+        record["list"] = exchange(conn, "GET", "/list")
     finally:
         conn.close()
     return record
@@ -199,7 +199,7 @@ def test_volume_survives_restart(tmp_path):
         conn = node.conn()
         try:
             for cid in bodies:
-                status, _, _ = exchange(node, conn, "HEAD", f"/{cid}",
+                status, _, _ = exchange(conn, "HEAD", f"/{cid}",
                                         {"X-oio-check-hash": "true"})
                 assert status == 200, cid
         finally:
