@@ -272,11 +272,13 @@ class RawxApp(AdminRoutes):
         writer = self.repo.writer(chunk_id, None if compressed else request.content_length)
         hasher = None
         mode = config.checksum
-        # checksum smart skips EC fragments (they carry their own checksums), with the
-        # reference's test on the storage policy. A body is hashed anyway when the client
-        # announced no hash at all (no header, no declared trailer): no chunk is ever
-        # stored without a hash (a HEAD would answer 500 for it).
-        if mode == "always" or (mode == "smart" and not put_meta.policy.startswith("ec/")) \
+        # checksum smart skips EC fragments (they carry their own checksums). The
+        # reference only tests the storage policy for "ec/", which real EC policy names
+        # ("EC63") never match; an EC chunk method ("ec/algo=...") counts too. A body is
+        # hashed anyway when the client announced no hash at all (no header, no declared
+        # trailer): no chunk is ever stored without a hash (a HEAD would answer 500).
+        ec_fragment = put_meta.policy.startswith("ec/") or put_meta.method.is_ec
+        if mode == "always" or (mode == "smart" and not ec_fragment) \
                 or not put_meta.announces_hash():
             hasher = new_hasher(put_meta.method.algo)
         if compressed:
