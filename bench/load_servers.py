@@ -177,8 +177,11 @@ class NodeServer:
         os.makedirs(self.docroot, exist_ok=True)
         self.port = free_port()
         conf = os.path.join(self.prefix, "rawx.conf")
+        # access_log off: nginx runs with "access_log off" too (nginx.conf.tmpl), so
+        # neither side pays for a log line per request.
         lines = ["listen 127.0.0.1:%d" % self.port, "namespace OPENIO",
-                 "docroot %s" % self.docroot, "workers %d" % self.workers]
+                 "docroot %s" % self.docroot, "workers %d" % self.workers,
+                 "access_log off"]
         lines += list(self.extra_conf)
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
