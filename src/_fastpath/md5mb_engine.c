@@ -9,6 +9,7 @@
  * parent do not exist there.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include "md5mb_kernels.h"
@@ -177,12 +178,15 @@ static void setup(void)
 static void lead(job *me, int kernel)
 {
     lane_set L;
+    unsigned alone = 0;
     memset(&L, 0, sizeof L);
     while (me->state != JOB_DONE) {  /* each turn hashes >= 1 block of me or
                                         of a job queued before it */
         lanes_fill(&L, &waiting);
         size_t n = lanes_slice(&L);
         pthread_mutex_unlock(&mu);
+        if (L.busy == 1 && ++alone % MD5MB_YIELD_SLICES == 0)
+            sched_yield();
         lanes_run(kernel, &L, n);
         pthread_mutex_lock(&mu);
         lanes_retire(&L, n);

@@ -19,6 +19,13 @@
  * new job waits for a free lane to be refilled). */
 #define MD5MB_SLICE_BLOCKS 64
 
+/* A leader hashing a lone stream offers its core to other runnable threads
+ * every this many slices, so that on a busy machine a thread with bytes to
+ * hash gets to queue them and share the kernel call. */
+#ifndef MD5MB_YIELD_SLICES
+#define MD5MB_YIELD_SLICES 8
+#endif
+
 /* Hash nblocks 64-byte blocks at p into the chaining value h with the
  * 8-lane kernel (an MD5MB_KERNEL_* the CPU has) shared with other threads.
  * Returns when done: 0, or -1 if the kernel is not an 8-lane kernel (or

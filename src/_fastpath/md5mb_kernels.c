@@ -104,9 +104,10 @@ static inline uint32_t load_le32(const uint8_t *p)
 }
 
 #define ROTL32(x, s) (((x) << (s)) | ((x) >> (32 - (s))))
-/* F and G written with one fewer operation than the RFC's forms */
+/* F with one fewer operation than the RFC's form; G's two terms share no
+ * bits, so its | is a +, and the term without b joins a + w + K early. */
 #define SF(b, c, d) ((d) ^ ((b) & ((c) ^ (d))))
-#define SG(b, c, d) ((c) ^ ((d) & ((b) ^ (c))))
+#define SG(b, c, d) (((b) & (d)) + ((c) & ~(d)))
 #define SH(b, c, d) ((b) ^ (c) ^ (d))
 #define SI(b, c, d) ((c) ^ ((b) | ~(d)))
 #define SSTEP(f, a, b, c, d, i, j, s) \
@@ -134,9 +135,10 @@ void md5mb_blocks_scalar(uint32_t h[4], const uint8_t *p, size_t nblocks)
 #define VADD(x, y) _mm256_add_epi32(x, y)
 #define VROTL(x, s) _mm256_or_si256(_mm256_slli_epi32(x, s), _mm256_srli_epi32(x, 32 - (s)))
 /* Each step's critical path runs through b (computed by the step before):
- * the parts of f that need only c and d, and a + w + K, are off that path. */
+ * the parts of f that need only c and d, and a + w + K, are off that path
+ * (G as a sum, as in the scalar kernel). */
 #define VF(b, c, d) _mm256_xor_si256(d, _mm256_and_si256(b, _mm256_xor_si256(c, d)))
-#define VG(b, c, d) _mm256_or_si256(_mm256_and_si256(b, d), _mm256_andnot_si256(d, c))
+#define VG(b, c, d) VADD(_mm256_and_si256(b, d), _mm256_andnot_si256(d, c))
 #define VH(b, c, d) _mm256_xor_si256(b, _mm256_xor_si256(c, d))
 #define VI(b, c, d) _mm256_xor_si256(c, _mm256_or_si256(b, _mm256_xor_si256(d, ones)))
 #define VSTEP(f, a, b, c, d, i, j, s) \
