@@ -117,6 +117,15 @@ def feed_pump(sock, buf, feed, limit, linger=PUMP_LINGER):
     return total, streamio.LIMIT
 
 
+def _run_job(job):
+    """A BlockingReply job's Reply; a crash in it is a 500, never a dead worker."""
+    try:
+        return job()
+    except Exception:
+        log.exception("request handler failed")
+        return Reply(500, body=b"internal error\n", reason="internal error")
+
+
 def blocking_sendfile(sockfd, filefd, offset, count):
     """Send ``count`` bytes of a file on an I/O thread: the socket goes blocking for the
     call, so the kernel waits for buffer space itself and one sendfile moves what many
@@ -185,6 +194,17 @@ class Reply:
         self.length = length
         self.close = close
         self.reason = reason
+
+
+class BlockingReply:
+    """A reply that takes blocking work to build (hash a whole chunk, inflate up to a
+    range): ``job()`` runs on an I/O thread and returns the Reply, so a worker's loop
+    never stalls on it. ``job`` owns what it uses (it closes its files)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job):
+        self.job = job
 
 
 class Exchange:
@@ -372,6 +392,16 @@ class Connection:
         except Exception:
             log.exception("request handler failed")
             result = Reply(500, body=b"internal error\n", reason="internal error")
+        if type(result) is BlockingReply:
+            offloader = self.worker.offloader
+            if offloader is None or has_body:  # no threads, or a body to read after
+                result = _run_job(result.job)
+            else:
+                self.loop.unregister(self)
+                self._events = 0
+                self.busy = True
+                offloader.submit(result.job, self._job_done)
+                return
         if isinstance(result, Reply):
             if has_body and result.status < 300:
                 result = Reply(400, body=b"unexpected request body\n", reason="unexpected body")
@@ -478,6 +508,20 @@ class Connection:
         self.loop.register(self, READ)
         self._events = READ
         self._pumped(result)
+
+    def _job_done(self, future):
+        """Back on the loop thread after a BlockingReply's job."""
+        self.busy = False
+        reply = _run_job(future.result)
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:  # closed or timed out meanwhile: drop the reply
+            if reply.file is not None:
+                reply.file.release()
+            deferred()
+            return
+        self.loop.register(self, READ)
+        self._events = READ
+        self.send_reply(reply)
 
     def _pumped(self, result):
         if isinstance(result, (streamio.DiskWriteError, StorageError)):

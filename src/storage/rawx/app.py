@@ -14,7 +14,7 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
                             VolumeUnavailable)
 from storage.fast import load
-from storage.http.connection import FileBody, Reply, StreamBody
+from storage.http.connection import BlockingReply, FileBody, Reply, StreamBody
 from storage.http.response import encode_fields, last_modified
 from storage.rawx import compress
 from storage.rawx import meta as chunkmeta
@@ -36,6 +36,7 @@ QUIET_BODY = {404, 409, 416, 418}
 META_CACHE_SIZE = 4096  # chunks whose metadata a worker keeps decoded
 RACY_SECONDS = 1.0
 EARLY_BYTES = 64 << 10  # body bytes an upload holds in memory until its file exists
+SKIP_INLINE = 1 << 20  # a compressed GET inflating past this offset does it on a thread
 ACCEPT_RANGES = (("Accept-Ranges", "bytes"),)
 CHUNK_METHODS = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "del",
                  "POST": "post", "COPY": "copy"}
@@ -373,8 +374,19 @@ class RawxApp(AdminRoutes):
             return Reply(status, headers, fields=fields)
         inflater = compress.Inflater(reader.fd, wbits, offset, length,
                                      to_end=offset + length == size)
-        return Reply(status, headers, file=StreamBody(inflater.read, length, reader.close),
-                     fields=fields)
+        reply = Reply(status, headers, file=StreamBody(inflater.read, length, reader.close),
+                      fields=fields)
+        if offset < SKIP_INLINE:
+            return reply
+
+        def skip():  # inflating up to a far offset is blocking work: an I/O thread's
+            try:
+                inflater.read(0)
+            except OSError as exc:
+                reader.close()
+                return _one_line_500(f"cannot read the compressed chunk: {exc.strerror}")
+            return reply
+        return BlockingReply(skip)
 
     @staticmethod
     def _compressed_info(stored):
@@ -391,6 +403,12 @@ class RawxApp(AdminRoutes):
 
     def _chunk_head(self, chunk_id, request, exchange):
         reader, stored, fields = self._open(chunk_id, exchange)
+        if request.headers.get("x-oio-check-hash", "").lower() == "true":
+            # hashing a whole chunk is blocking work: an I/O thread's, not the loop's
+            return BlockingReply(lambda: self._head(reader, stored, fields, request, True))
+        return self._head(reader, stored, fields, request, False)
+
+    def _head(self, reader, stored, fields, request, check_hash):
         try:
             stored_hash = stored.get("chunk_hash")
             if not stored_hash:
@@ -404,7 +422,7 @@ class RawxApp(AdminRoutes):
                     return _one_line_500(str(exc))
             elif not self._size_ok(reader, stored):
                 return Reply(412, reason="chunk size mismatch")
-            if request.headers.get("x-oio-check-hash", "").lower() == "true":
+            if check_hash:
                 expected = request.headers.get(chunkmeta.PREFIX + "chunk-hash") or stored_hash
                 algo = "md5" if len(expected) == 32 else "blake3"
                 try:
