@@ -1,5 +1,6 @@
 """HTTP/1.1 behaviour of the real node over raw sockets: framing, keep-alive,
 pipelining, 100-continue, chunked bodies, smuggling defences, limits, timeouts."""
+import os
 import re
 import socket
 import time
@@ -184,3 +185,26 @@ def test_empty_lines_before_request_are_ignored(node):
 
 def test_non_utf8_escape_in_chunk_id_is_400(node):
     assert node.request("GET", "/%FF" + "A" * 30)[0] == 400
+
+
+def test_chunked_body_read_by_a_thread_then_pipelined_request(node):
+    """Head first, then the chunked body and the next request in one send: the body is
+    decoded on an I/O thread, which hands the pipelined request back to the loop."""
+    cid = chunk_id(211)
+    data = os.urandom(300000)
+    head = (f"PUT /{cid} HTTP/1.1\r\nHost: {node.host}\r\nTransfer-Encoding: chunked\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in CHUNK_HEADERS.items()) + "\r\n").encode()
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    follow = f"GET /info HTTP/1.1\r\nHost: {node.host}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.1)
+        sock.sendall(body + follow.encode())
+        out = b""
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            out += piece
+    assert statuses(out) == [201, 200] and out.endswith(b"hash_width 3\n")
+    assert node.request("GET", f"/{cid}")[2] == data

@@ -247,3 +247,26 @@ def test_tls_listener_survives_a_reload(tls_node, cert):
     conn = https(tls_node, cert)  # same port, same certificate
     assert call(conn, "GET", f"/{chunk_id(8)}")[2] == b"kept"
     conn.close()
+
+
+def test_chunked_upload_then_pipelined_get_over_tls(tls_node, cert):
+    """The chunked body is decoded on an I/O thread; the GET sent right behind it in
+    the same TLS records must still be answered."""
+    tls_node.put(chunk_id(9), b"next")
+    data = os.urandom(200000)
+    host = f"127.0.0.1:{tls_node.tls_port}"
+    head = (f"PUT /{chunk_id(10)} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in CHUNK_HEADERS.items()) + "\r\n").encode()
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    follow = f"GET /{chunk_id(9)} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    raw = socket.create_connection(("127.0.0.1", tls_node.tls_port), timeout=10)
+    with client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(head + body + follow.encode())
+        got = b""
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            got += piece
+    assert got.startswith(b"HTTP/1.1 201 ") and got.endswith(b"\r\n\r\nnext")
+    assert tls_node.request("GET", f"/{chunk_id(10)}")[2] == data

@@ -147,6 +147,47 @@ def blocking_sendfile(sockfd, filefd, offset, count):
     return sent
 
 
+def chunked_pump(sock, buf, decoder, feed, linger=PUMP_LINGER):
+    """A chunked request body on an I/O thread: recv into ``buf``, decode, hand each
+    body piece to ``feed``, until the body ends, the socket runs dry (after ``linger``)
+    or the peer leaves. -> (bytes off the wire, body bytes, status, leftover) with
+    status AGAIN, EOF or LIMIT (the body ended; ``leftover`` is what followed it: a
+    pipelined request). ChunkedError and feed's StorageError (``received`` = wire
+    bytes) are raised."""
+    wire = body = 0
+    view = memoryview(buf)
+    poller = None
+    deadline = time.monotonic() + linger
+    while True:
+        try:
+            got = sock.recv_into(view)
+        except WOULD_BLOCK:
+            got = None
+        if got == 0:
+            return wire, body, streamio.EOF, b""
+        if got is None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return wire, body, streamio.AGAIN, b""
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN)
+            if not poller.poll(timeout * 1000):
+                return wire, body, streamio.AGAIN, b""
+            continue
+        wire += got
+        pieces, used = decoder.feed(view[:got])
+        try:
+            for piece in pieces:
+                feed(piece)
+                body += len(piece)
+        except StorageError as exc:
+            exc.received = wire
+            raise
+        if decoder.done:
+            return wire - (got - used), body, streamio.LIMIT, bytes(view[used:got])
+
+
 class StreamBody:
     """A reply body produced piece by piece (e.g. decompressed from a chunk file):
     ``read(n)`` returns up to ``n`` bytes (b"" only if the source ended early);
@@ -455,6 +496,16 @@ class Connection:
     def _read_body(self):
         upload = self.upload
         offloader = self.worker.offloader
+        if self.decoder is not None and offloader is not None:
+            # A chunked body: decode, hash and write on an I/O thread as well.
+            self.loop.unregister(self)
+            self._events = 0
+            self.busy = True
+            sock, decoder = self.sock, self.decoder
+            offloader.submit(
+                lambda: chunked_pump(sock, offloader.buffer(), decoder, upload.feed),
+                self._chunked_done)
+            return
         if self.decoder is None and not (upload.direct and self.direct_io) \
                 and offloader is not None:
             # Body bytes the C pump cannot move (TLS, a compressing upload): recv and
@@ -508,6 +559,39 @@ class Connection:
         self.loop.register(self, READ)
         self._events = READ
         self._pumped(result)
+
+    def _chunked_done(self, future):
+        """Back on the loop thread after an offloaded chunked pump."""
+        self.busy = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:  # closed or timed out while the thread held the fds
+            deferred()
+            return
+        self.loop.register(self, READ)
+        self._events = READ
+        try:
+            wire, body, status, leftover = future.result()
+        except chunked.ChunkedError as exc:
+            self.upload.abort()
+            self.upload = None
+            self.keep_alive = False
+            self.send_reply(Reply(400, body=f"{exc}\n".encode(), close=True, reason=str(exc)))
+            return
+        except StorageError as exc:
+            self.exchange.bytes_in += getattr(exc, "received", 0)
+            self._upload_failed(exc)
+            return
+        except OSError:
+            self._client_gone()
+            return
+        self.exchange.bytes_in += wire
+        self.received += body
+        if status == streamio.LIMIT:  # the body ended
+            if leftover:
+                self.inbuf += leftover
+            self._body_complete(self.decoder.trailers)
+        elif status == streamio.EOF:
+            self._client_gone()
 
     def _job_done(self, future):
         """Back on the loop thread after a BlockingReply's job."""

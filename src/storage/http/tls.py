@@ -89,8 +89,18 @@ class TlsConnection(Connection):
         self._watch(READ)
         self._serve_pending()
 
+    # Back from an I/O thread, these re-register for READ without _watch: plaintext the
+    # thread left in the SSL object (a pipelined request) must be served from here.
     def _pump_done(self, future):
-        super()._pump_done(future)  # re-registers for READ without _watch
+        super()._pump_done(future)
+        self._serve_pending()
+
+    def _chunked_done(self, future):
+        super()._chunked_done(future)
+        self._serve_pending()
+
+    def _job_done(self, future):
+        super()._job_done(future)
         self._serve_pending()
 
     def _watch(self, events):
