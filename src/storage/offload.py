@@ -24,8 +24,6 @@ class Offloader:
         self._local = threading.local()
         self._done = collections.deque()
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.threads = threads
-        self.active = 0  # jobs submitted and not yet called back (loop thread only)
         self.closed = False
         loop.register(self, READ)
 
@@ -39,14 +37,8 @@ class Offloader:
             buf = self._local.buffer = bytearray(self.buffer_size)
         return buf
 
-    @property
-    def idle(self):
-        """Whether a job submitted now would start at once (no queueing)."""
-        return self.active < self.threads
-
     def submit(self, job, callback):
         """Run ``job()`` on a thread; then ``callback(future)`` on the loop thread."""
-        self.active += 1
         future = self.pool.submit(job)
         future.add_done_callback(lambda fut: self._finished(callback, fut))
 
@@ -64,7 +56,6 @@ class Offloader:
             pass
         while self._done:
             callback, future = self._done.popleft()
-            self.active -= 1
             try:
                 callback(future)
             except Exception:

@@ -23,7 +23,6 @@ import os
 import select
 import socket
 import ssl
-import struct
 import time
 
 from storage.errors import StorageError
@@ -40,9 +39,6 @@ S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED = range(5)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
 SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
-OFFLOAD_SEND = 1 << 20  # file bytes left when the socket fills: sent from an I/O thread
-OFFLOAD_SEND_TIMEOUT = struct.pack("ll", 0, 200000)  # SO_SNDTIMEO while a thread sends
-OFFLOAD_SENDS = os.environ.get("STORAGE_NODE_SEND_OFFLOAD", "0") != "0"  # trial
 HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head
 PUMP_LINGER = 0.002  # seconds an I/O thread waits for more body bytes
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
@@ -126,27 +122,6 @@ def _run_job(job):
         return Reply(500, body=b"internal error\n", reason="internal error")
 
 
-def blocking_sendfile(sockfd, filefd, offset, count):
-    """Send ``count`` bytes of a file on an I/O thread: the socket goes blocking for the
-    call, so the kernel waits for buffer space itself and one sendfile moves what many
-    loop wake-ups would. SO_SNDTIMEO (set by the caller) bounds each wait: a slow
-    reader gets the rest through the loop. -> bytes sent."""
-    sent = 0
-    os.set_blocking(sockfd, True)
-    try:
-        while sent < count:
-            try:
-                n = os.sendfile(sockfd, filefd, offset + sent, count - sent)
-            except (BlockingIOError, InterruptedError):
-                break  # the send timeout expired with nothing sent
-            if n == 0:
-                break
-            sent += n
-    finally:
-        os.set_blocking(sockfd, False)
-    return sent
-
-
 def chunked_pump(sock, buf, decoder, feed, linger=PUMP_LINGER):
     """A chunked request body on an I/O thread: recv into ``buf``, decode, hand each
     body piece to ``feed``, until the body ends, the socket runs dry (after ``linger``)
@@ -208,14 +183,13 @@ STREAM_PIECE = 256 << 10  # bytes a StreamBody is asked for per send
 class FileBody:
     """Part of an open file to send with sendfile; ``release()`` is called when done."""
 
-    __slots__ = ("fd", "offset", "remaining", "release", "threaded")
+    __slots__ = ("fd", "offset", "remaining", "release")
 
     def __init__(self, fd, offset, length, release):
         self.fd = fd
         self.offset = offset
         self.remaining = length
         self.release = release
-        self.threaded = False  # handed to an I/O thread once already
 
 
 class Reply:
@@ -292,7 +266,6 @@ class Connection:
         self._events = READ  # what the selector watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
         self.served = 0  # replies sent
-        self._send_timeout_set = False
         self.direct_io = True  # the raw fd carries the bytes (false under TLS)
         self._more = MSG_MORE  # send() flag when more output follows (TLS: none)
         self._deferred = None  # what to do once it hands them back (close, timeout)
@@ -856,13 +829,6 @@ class Connection:
         except WOULD_BLOCK:
             if self.exchange is not None:
                 self.exchange.bytes_out += sent
-            item = out[0] if out else None
-            if type(item) is FileBody and item.remaining >= OFFLOAD_SEND and self.direct_io \
-                    and not item.threaded and OFFLOAD_SENDS \
-                    and self.worker.offloader is not None and self.worker.offloader.idle:
-                item.threaded = True  # a slow reader gets one try, then the loop
-                self._offload_send(item)
-                return
             self._watch(WRITE)
             return
         except OSError as exc:
@@ -875,45 +841,6 @@ class Connection:
         if self.exchange is not None:
             self.exchange.bytes_out += sent
         self._reply_done()
-
-    def _offload_send(self, item):
-        """The rest of a big file body goes out from an I/O thread (blocking sendfile)."""
-        if not self._send_timeout_set:
-            self._send_timeout_set = True
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, OFFLOAD_SEND_TIMEOUT)
-        self.loop.unregister(self)
-        self._events = 0
-        self.busy = True
-        sockfd, filefd, offset, count = self.fd, item.fd, item.offset, item.remaining
-        self.worker.offloader.submit(
-            lambda: blocking_sendfile(sockfd, filefd, offset, count), self._sent)
-
-    def _sent(self, future):
-        """Back on the loop thread after an offloaded send."""
-        self.busy = False
-        try:
-            sent = future.result()
-        except OSError:
-            sent = None
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:
-            deferred()
-            return
-        self.loop.register(self, READ)
-        self._events = READ
-        if sent is None:
-            self._finish_exchange()
-            self.close()
-            return
-        item = self.out[0]
-        item.offset += sent
-        item.remaining -= sent
-        if self.exchange is not None:
-            self.exchange.bytes_out += sent
-        if item.remaining == 0:
-            self.out.pop(0)
-            item.release()
-        self._flush()
 
     def _send_file(self, item):
         """Send part of a FileBody; -> bytes sent (0: the file ended early)."""
