@@ -251,7 +251,7 @@ def median_measure(row, measures):
                    ("median of %s %s" % (row.metric, vals)) + ("; " + notes if notes else ""))
 
 
-def start_servers(names, tmp, workers, node_bin):
+def start_servers(names, tmp, workers, node_bin, node_conf=()):
     """Start the named servers, each in its own dir under tmp; return {name: server}."""
     servers = {}
     try:
@@ -260,7 +260,7 @@ def start_servers(names, tmp, workers, node_bin):
             docroot = os.path.join(prefix, "root")
             if name == "ours":
                 srv = NodeServer(prefix, docroot, workers, binary=node_bin,
-                                 extra_conf=["access_log off"])
+                                 extra_conf=node_conf)
             else:
                 srv = NginxServer(prefix, docroot, workers)
             servers[name] = srv.start()
@@ -343,6 +343,8 @@ def parse_args(argv):
     p.add_argument("--max-put-bytes", type=int, default=4 << 30,
                    help="bound on bytes PUT per row and server (deleted after the row)")
     p.add_argument("--rss-uploads", type=int, default=64)
+    p.add_argument("--node-conf", action="append", default=[],
+                   help="an extra directive for our node, e.g. 'io_threads 8' (repeatable)")
     p.add_argument("--node-bin", default=os.path.join(REPO, ".venv", "bin", "storage-node"))
     p.add_argument("--tmp", default=None, help="parent of the temp dir (default: $TMPDIR)")
     p.add_argument("--keep-tmp", action="store_true",
@@ -373,7 +375,8 @@ def run(args):
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     tmp = tempfile.mkdtemp(prefix="bench-load-", dir=args.tmp)
     try:
-        servers = start_servers(args.server_names, tmp, args.workers, args.node_bin)
+        servers = start_servers(args.server_names, tmp, args.workers, args.node_bin,
+                                args.node_conf)
         try:
             bodies = seed_get_chunks(servers, (4 * KIB, MIB, 8 * MIB))
             check_get_chunks(servers, bodies)
@@ -403,7 +406,8 @@ def run(args):
             for name in args.server_names:
                 print("%-22s %-5s ..." % (row.title, name), end=" ", flush=True,
                       file=sys.stderr)
-                servers = start_servers([name], tmp, args.workers, args.node_bin)
+                servers = start_servers([name], tmp, args.workers, args.node_bin,
+                                        args.node_conf)
                 try:
                     m = measure_rss(row, servers[name], args.rss_uploads)
                 finally:

@@ -46,7 +46,7 @@ def test_minimal_file_gives_the_documented_defaults():
     assert conf.headers_buffer_size == 65536
     assert conf.log_level == "INFO"
     assert conf.workers == 0 and conf.worker_count >= 1
-    assert conf.io_threads == 4
+    assert conf.io_threads == 8
     assert conf.access_log == "-"
     assert conf.buffer_size % 1024 == 0 and conf.buffer_size > 0
 

@@ -75,7 +75,7 @@ class Config:
     tls_key_file: str = ""
     # Ours, not in oio-rawx: worker processes, access log destination, shutdown grace.
     workers: int = 0  # 0 = one per core
-    io_threads: int = 4  # per worker, for PUT bodies (recv + hash + write); 0 = inline
+    io_threads: int = 8  # per worker: request bodies, big hashes; 0 = inline
     access_log: str = "-"  # "-" = stderr, "off", or a file path
     shutdown_timeout: float = 10.0
     probe_interval: float = 5.0
