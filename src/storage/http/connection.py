@@ -518,30 +518,31 @@ class Connection:
             return
         self._consume(memoryview(self.worker.buffer)[:n])
 
+    def _back_from_thread(self):
+        """An I/O thread handed our fds back: act on a close or timeout that came
+        meanwhile (-> False), else watch the socket again (-> True)."""
+        self.busy = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred()
+            return False
+        self.loop.register(self, READ)
+        self._events = READ
+        return True
+
     def _pump_done(self, future):
         """Back on the loop thread after an offloaded pump."""
-        self.busy = False
         try:
             result = future.result()
         except (OSError, StorageError) as exc:
             result = exc
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:  # closed or timed out while the thread held the fds
-            deferred()
-            return
-        self.loop.register(self, READ)
-        self._events = READ
-        self._pumped(result)
+        if self._back_from_thread():
+            self._pumped(result)
 
     def _chunked_done(self, future):
         """Back on the loop thread after an offloaded chunked pump."""
-        self.busy = False
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:  # closed or timed out while the thread held the fds
-            deferred()
+        if not self._back_from_thread():
             return
-        self.loop.register(self, READ)
-        self._events = READ
         try:
             wire, body, status, leftover = future.result()
         except chunked.ChunkedError as exc:
@@ -568,17 +569,11 @@ class Connection:
 
     def _job_done(self, future):
         """Back on the loop thread after a BlockingReply's job."""
-        self.busy = False
         reply = _run_job(future.result)
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:  # closed or timed out meanwhile: drop the reply
-            if reply.file is not None:
-                reply.file.release()
-            deferred()
-            return
-        self.loop.register(self, READ)
-        self._events = READ
-        self.send_reply(reply)
+        if self._back_from_thread():
+            self.send_reply(reply)
+        elif reply.file is not None:  # closed or timed out meanwhile: drop the reply
+            reply.file.release()
 
     def _pumped(self, result):
         if isinstance(result, (streamio.DiskWriteError, StorageError)):

@@ -71,6 +71,21 @@ def parse_chunk_id(raw):
     return chunk_id.upper() if chunkmeta.valid_chunk_id(chunk_id) else None
 
 
+def _wanted_range(request, size):
+    """(status, headers, offset, length) a GET of ``size`` bytes answers with: 200 and
+    the whole, or 206 and the Range's bytes; None when the Range is unsatisfiable."""
+    range_value = request.headers.get("range")
+    if range_value:
+        wanted = parse_range(range_value, size)
+        if wanted is UNSATISFIABLE:
+            return None
+        if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
+            offset, length = wanted
+            return 206, [("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")], \
+                offset, length
+    return 200, (), 0, size
+
+
 def bad_id_reply():  # a fresh Reply each time: replies are mutated when sent
     return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
 
@@ -322,24 +337,15 @@ class RawxApp(AdminRoutes):
         reader, stored, fields = self._open(chunk_id, exchange)
         if stored.compression:
             return self._compressed_get(reader, stored, fields, request)
-        headers = ()
         try:
             if not self._size_ok(reader, stored):
                 reader.close()
                 return Reply(412, body=b"chunk size mismatch\n", reason="chunk size mismatch")
-            size = reader.size
-            status = 200
-            offset, length = 0, size
-            range_value = request.headers.get("range")
-            if range_value:
-                wanted = parse_range(range_value, size)
-                if wanted is UNSATISFIABLE:
-                    reader.close()
-                    return Reply(416, reason="range not satisfiable")
-                if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
-                    offset, length = wanted
-                    status = 206
-                    headers = [("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")]
+            wanted = _wanted_range(request, reader.size)
+            if wanted is None:
+                reader.close()
+                return Reply(416, reason="range not satisfiable")
+            status, headers, offset, length = wanted
         except BaseException:
             reader.close()
             raise
@@ -351,18 +357,11 @@ class RawxApp(AdminRoutes):
         body is inflated piece by piece as the socket takes it."""
         try:
             size, wbits = self._compressed_info(stored)
-            status, headers = 200, ()
-            offset, length = 0, size
-            range_value = request.headers.get("range")
-            if range_value:
-                wanted = parse_range(range_value, size)
-                if wanted is UNSATISFIABLE:
-                    reader.close()
-                    return Reply(416, reason="range not satisfiable")
-                if wanted is not None and not (wanted[0] == 0 and wanted[1] == 0):
-                    offset, length = wanted
-                    status = 206
-                    headers = [("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")]
+            wanted = _wanted_range(request, size)
+            if wanted is None:
+                reader.close()
+                return Reply(416, reason="range not satisfiable")
+            status, headers, offset, length = wanted
         except compress.UnsupportedCompression as exc:
             reader.close()
             return _one_line_500(str(exc))
