@@ -119,17 +119,21 @@ class Upload:
             writer.open()
             if self._early:
                 early, self._early = self._early, None
-                writer.write(early, self.hasher)
+                self._store(early)
         return writer.fd
+
+    def _store(self, data):
+        """Hash and write body bytes once the file exists."""
+        self.writer.write(data, self.hasher)
 
     def feed(self, data):
         if self.writer.opened:
-            self.writer.write(data, self.hasher)
+            self._store(data)
         elif len(self._early) + len(data) <= EARLY_BYTES:
             self._early += data
         else:
             self.open()
-            self.writer.write(data, self.hasher)
+            self._store(data)
 
     def finish(self, trailers, received):
         trailers = [(n.decode("latin-1").lower() if isinstance(n, bytes) else n,
@@ -179,30 +183,12 @@ class CompressedUpload(Upload):
         self.compressor = compress.Compressor()
         put_meta.compression = compress.ZLIB
 
-    def open(self):
-        writer = self.writer
-        if not writer.opened:
-            writer.open()
-            if self._early:
-                early, self._early = self._early, None
-                self._store(early)
-        return writer.fd
-
     def _store(self, data):
         if self.hasher is not None:
             self.hasher.update(data)
         packed = self.compressor.compress(data)
         if packed:
             self.writer.write(packed, None)
-
-    def feed(self, data):
-        if self.writer.opened:
-            self._store(data)
-        elif len(self._early) + len(data) <= EARLY_BYTES:
-            self._early += data
-        else:
-            self.open()
-            self._store(data)
 
     def finish(self, trailers, received):
         try:
