@@ -6,7 +6,7 @@ oio-rawx serves a second, TLS, address (``tls_rawx_url``) with the same handler.
 - the handshake runs non-blocking on the loop before the first request head, bounded by
   ``timeout_read_header``;
 - the raw-fd fast paths are off: request bodies are received and fed to the upload on an
-  I/O thread (``feed_pump``), file bodies are read with ``pread`` and encrypted instead of
+  I/O thread (``feed_pump``, ``chunked_pump``), file bodies are read with ``pread`` and encrypted instead of
   ``sendfile`` (the plain port keeps ``sendfile``);
 - decrypted bytes can wait inside the SSL object while the socket itself has nothing to
   read, so whenever the connection wants to read again it first serves what is pending.
@@ -89,25 +89,24 @@ class TlsConnection(Connection):
         self._watch(READ)
         self._serve_pending()
 
-    # Back from an I/O thread, these re-register for READ without _watch: plaintext the
-    # thread left in the SSL object (a pipelined request) must be served from here.
-    def _pump_done(self, future):
-        super()._pump_done(future)
-        self._serve_pending()
-
-    def _chunked_done(self, future):
-        super()._chunked_done(future)
-        self._serve_pending()
-
-    def _job_done(self, future):
-        super()._job_done(future)
-        self._serve_pending()
+    def _back_from_thread(self):
+        # The socket is watched again without _watch: plaintext the thread left in the
+        # SSL object (a pipelined request) must get its turn after the callback.
+        if not super()._back_from_thread():
+            return False
+        self._schedule_pending()
+        return True
 
     def _watch(self, events):
         super()._watch(events)
-        if events == READ and not self._pending_scheduled and not self.closed \
+        if events == READ:
+            self._schedule_pending()
+
+    def _schedule_pending(self):
+        """A loop turn for plaintext already decrypted: the socket itself may never
+        become readable for it."""
+        if not self._pending_scheduled and not self.closed and not self.busy \
                 and self.sock.pending():
-            # plaintext already decrypted: the socket may never become readable for it
             self._pending_scheduled = True
             self.loop.call_later(0, self._pending_turn)
 
@@ -120,10 +119,7 @@ class TlsConnection(Connection):
             if self.closed or self.busy or self._events != READ or not self.sock.pending():
                 return
             super().on_readable()
-        if not self.closed and not self.busy and self.sock.pending() \
-                and not self._pending_scheduled:
-            self._pending_scheduled = True
-            self.loop.call_later(0, self._pending_turn)
+        self._schedule_pending()  # more left: yield to the other connections first
 
     def _send_file(self, item):
         # Retries after SSLWantWrite resend the same bytes: same offset, same length.
