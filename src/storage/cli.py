@@ -35,14 +35,9 @@ def setup_logging(config):
 def cmd_serve(args):
     from storage.http.tls import TlsSetupError
     from storage.server import serve
-    overrides = {}
+    overrides = {} if args.workers is None else {"workers": args.workers}
     try:
-        config = configmod.load_file(args.config) if args.config else \
-            configmod.embedded_default()
-        if args.workers is not None:
-            import dataclasses
-            overrides["workers"] = args.workers
-            config = dataclasses.replace(config, **overrides)
+        config = configmod.load(args.config, overrides)
     except configmod.ConfigError as exc:
         print(f"storage-node: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -291,3 +291,12 @@ def embedded_default(cwd=None):
     """The configuration used without -f: 127.0.0.1:6009, OPENIO, ./data/rawx."""
     docroot = os.path.abspath(os.path.join(cwd or os.getcwd(), "data", "rawx"))
     return parse_text(EMBEDDED_DEFAULT.format(docroot=docroot), source="<embedded>")
+
+
+def load(path=None, overrides=None, cwd=None):
+    """The node's configuration: the file at ``path`` (else the embedded default for
+    ``cwd``) with ``overrides`` (command-line settings) applied. Raises ConfigError."""
+    config = load_file(path) if path else embedded_default(cwd)
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    return config

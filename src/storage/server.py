@@ -364,12 +364,7 @@ class Master:
         if self.stop_signal is not None:
             return
         try:
-            if self.config_path:
-                config = configmod.load_file(self.config_path)
-            else:
-                config = configmod.embedded_default(self.cwd)
-            if self.overrides:
-                config = dataclasses.replace(config, **self.overrides)
+            config = configmod.load(self.config_path, self.overrides, self.cwd)
             volume.check_lock(config)
             if config.tls_enabled:
                 tls.server_context(config.tls_cert_file, config.tls_key_file)
