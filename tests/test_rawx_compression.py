@@ -4,14 +4,13 @@ import hashlib
 import http.client
 import os
 import random
-import socket
-import time
 import zlib
 
 import pytest
 from hypothesis import given, settings, strategies as st
 from nodeutil import chunk_id
-from test_server_faults import pending_files, small_volume  # noqa: F401 (a fixture)
+from test_server_faults import (disconnect_mid_body_leaves_nothing, pending_files,  # noqa: F401
+                               small_volume)  # small_volume: a fixture
 from test_server_http import put_head, statuses
 
 from storage.rawx import compress
@@ -261,17 +260,7 @@ def test_wrong_hash_or_size_leaves_nothing(znode):
 @pytest.mark.parametrize("io_threads", [2, 0])
 def test_disconnect_mid_compressed_body_leaves_nothing(node_factory, io_threads):
     node = node_factory(compression="zlib", io_threads=io_threads)
-    cid = chunk_id(706)
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
-        s.sendall(put_head(cid, node.host, length=10_000_000) + BODY * 2)
-        time.sleep(0.3)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and pending_files(node.docroot):
-        time.sleep(0.05)
-    assert not pending_files(node.docroot)
-    assert node.request("GET", f"/{cid}")[0] == 404
-    assert node.put(cid, b"again")[0] == 201
-    assert node.access_lines(" PUT 499 ")
+    disconnect_mid_body_leaves_nothing(node, chunk_id(706), BODY * 2)
 
 
 @pytest.mark.parametrize("io_threads", [2, 0])
