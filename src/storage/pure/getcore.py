@@ -1,0 +1,313 @@
+"""Pure-Python twin of ``_fastpath.getcore``: the GET/HEAD fast path, step by step.
+
+Same names, same decisions in the same order, same bytes on the socket, same counters.
+It declines (``DECLINED``, nothing consumed or sent) whatever the Python request path
+should decide, and answers a GET (whole or one satisfiable range) or a plain HEAD of a
+chunk whose metadata ``remember()`` cached for the very inode version on disk.
+"""
+import errno
+import os
+import re
+import socket
+import time
+from email.utils import formatdate
+
+from storage.pure.httphead import HttpError, parse_head
+
+__all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "parse_range"]
+
+DECLINED, DONE, PENDING = 0, 1, 2
+MAX_DIGITS = 18
+_RANGE = re.compile(rb"bytes=([0-9]*)-([0-9]*)\Z")
+_HEX_ID = re.compile(r"[0-9A-Fa-f]{24,64}\Z", re.ASCII)
+_STATS = ("req.time", "req.time.get", "req.time.head", "req.hits", "req.hits.get",
+          "req.hits.head", "rep.hits.2xx", "rep.bwritten")
+
+
+def _range_of(raw, size):
+    """-> (0, None) whole chunk, (1, (offset, length)), (2, None) unsatisfiable,
+    (-1, None) a number too long for the fast path."""
+    match = _RANGE.match(raw)
+    if match is None:
+        return 0, None
+    first, last = match.groups()
+    if len(first) > MAX_DIGITS or len(last) > MAX_DIGITS:
+        return -1, None
+    if not first and not last:
+        return 0, None
+    if not first:
+        suffix = int(last)
+        if suffix == 0:
+            return 2, None
+        length = min(suffix, size)
+        return 1, (size - length, length)
+    start = int(first)
+    if last:
+        end = int(last)
+        if start > end:
+            return 0, None
+        if start >= size:
+            return 2, None
+        return 1, (start, min(end, size - 1) - start + 1)
+    if start >= size:
+        return 2, None
+    return 1, (start, size - start)
+
+
+def parse_range(value, size):
+    """The answers of ``storage.rawx.ranges.parse_range``; OverflowError for a number
+    of more than 18 digits."""
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else bytes(value)
+    found, wanted = _range_of(raw, size)
+    if found == -1:
+        raise OverflowError("range number too long")
+    if found == 2:
+        return "unsatisfiable"
+    return wanted
+
+
+class _Entry:
+    __slots__ = ("dev", "ino", "ctime_ns", "expected", "fields", "head_ok", "account",
+                 "bucket")
+
+
+class GetCore:
+    def __init__(self, layout, hosts, stats=None, slots=None, small_file=65536,
+                 cache_size=4096, wildcard_ports=()):
+        docroot, width, depth = layout
+        self.docroot = docroot.encode() if isinstance(docroot, str) else bytes(docroot)
+        self.width = width
+        self.depth = depth
+        if len(self.docroot) + depth * (width + 1) + 66 >= 4096:
+            raise ValueError("docroot too long")
+        self.hosts = frozenset(hosts)
+        self.ports = frozenset(wildcard_ports)
+        self.cache = {}
+        self.cache_size = cache_size
+        self.small_file = small_file
+        self.stats = None
+        if stats is not None:
+            view = memoryview(stats)
+            if view.readonly:
+                raise TypeError("stats must be writable")
+            if view.nbytes % 8:
+                raise ValueError("stats must be a buffer of int64")
+            view = view.cast("B").cast("q")
+            base = slots["base"]
+            if base < 0 or base + max(slots[n] for n in _STATS) >= len(view):
+                raise ValueError("stats slots out of the buffer")
+            self.stats = view
+            self.slots = {n: base + slots[n] for n in _STATS}
+        self._date = (None, b"")
+        self.status = 0
+        self.keep_alive = False
+        self.request = None
+        self.kind = "get"
+        self.reqid = ""
+        self.account = self.bucket = self.head_left = None
+        self.started = self.ttfb = 0.0
+        self.bytes_out = self.file_offset = self.file_remaining = 0
+        self.file_fd = -1
+
+    def remember(self, chunk_id, dev, ino, ctime_ns, expected, fields, head_ok,
+                 account=None, bucket=None):
+        entry = _Entry()
+        entry.dev, entry.ino, entry.ctime_ns = dev, ino, ctime_ns
+        entry.expected = expected
+        entry.fields = bytes(fields)
+        entry.head_ok = bool(head_ok)
+        entry.account, entry.bucket = account, bucket
+        if chunk_id not in self.cache and len(self.cache) >= self.cache_size:
+            self.cache.clear()
+        self.cache[chunk_id] = entry
+
+    def forget(self, chunk_id):
+        self.cache.pop(chunk_id, None)
+
+    def clear(self):
+        self.cache.clear()
+
+    def __len__(self):
+        return len(self.cache)
+
+    def serve(self, sockfd, buf, n, keep_alive_ok=True):
+        view = memoryview(buf)
+        if n < 0 or n > view.nbytes:
+            raise ValueError("n out of the buffer")
+        started = time.monotonic()
+        try:
+            req = parse_head(bytes(view[:n]))
+        except HttpError:
+            return DECLINED
+        if req.method not in ("GET", "HEAD"):
+            return DECLINED
+        head_only = req.method == "HEAD"
+        if req.chunked or req.content_length or req.expect_continue:
+            return DECLINED
+        headers = req.headers
+        host = headers.get("host", "")
+        if host and host not in self.hosts and host.rpartition(":")[2] not in self.ports:
+            return DECLINED
+        if head_only and "x-oio-check-hash" in headers:
+            return DECLINED
+        path = req.path
+        if len(path) > 200:
+            return DECLINED
+        raw_id = path.lstrip("/")
+        if not _HEX_ID.match(raw_id) or self.depth * self.width > len(raw_id):
+            return DECLINED
+        chunk_id = raw_id.upper()
+        entry = self.cache.get(chunk_id)
+        if entry is None or (head_only and not entry.head_ok):
+            return DECLINED
+        reqid = headers.get("x-oio-req-id") or headers.get("x-trans-id", "")
+        rid = reqid[:63].encode("latin-1")
+        if b"\r" in rid or b"\n" in rid:
+            return DECLINED
+        parts = [self.docroot]
+        for level in range(self.depth):
+            parts.append(chunk_id[level * self.width:(level + 1) * self.width].encode())
+        parts.append(chunk_id.encode())
+        try:
+            fd = os.open(b"/".join(parts), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return DECLINED
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return DECLINED
+        if not (st.st_mode & 0o170000 == 0o100000) or st.st_dev != entry.dev \
+                or st.st_ino != entry.ino or st.st_ctime_ns != entry.ctime_ns \
+                or (entry.expected is not None and entry.expected != st.st_size):
+            os.close(fd)
+            return DECLINED
+        size = st.st_size
+        offset, length, status = 0, size, 200
+        if not head_only:
+            value = headers.get("range")
+            if value:
+                found, wanted = _range_of(value.encode("latin-1"), size)
+                if found in (2, -1):
+                    os.close(fd)
+                    return DECLINED
+                if found == 1:
+                    if wanted == (0, 0):
+                        length = size
+                    else:
+                        offset, length = wanted
+                        status = 206
+        keep = req.keep_alive and keep_alive_ok
+        self.request = req
+        self.kind = "head" if head_only else "get"
+        self.reqid = reqid[:63]
+        self.account, self.bucket = entry.account, entry.bucket
+        self.status = status
+        self.keep_alive = keep
+        self.started = started
+        self.head_left = None
+        self.file_fd, self.file_offset, self.file_remaining = -1, 0, 0
+        head = self._build_head(status, entry.fields, rid, head_only, offset, length, size,
+                                keep)
+        self.bytes_out = -len(head)
+        self.ttfb = time.monotonic()
+        return self._send(sockfd, fd, head, head_only, offset, length)
+
+    def _build_head(self, status, fields, rid, head_only, offset, length, size, keep):
+        out = [b"HTTP/1.1 206 Partial Content\r\n" if status == 206 else b"HTTP/1.1 200 OK\r\n",
+               self._date_line(), fields]
+        if head_only:
+            out.append(b"Accept-Ranges: bytes\r\n")
+        elif status == 206:
+            out.append(b"Content-Range: bytes %d-%d/%d\r\n" % (offset, offset + length - 1,
+                                                                 size))
+        if rid:
+            out.append(b"X-Oio-Req-Id: " + rid + b"\r\n")
+        out.append(b"Content-Length: %d\r\n" % length)
+        if not keep:
+            out.append(b"Connection: close\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    def _date_line(self):
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
+        return self._date[1]
+
+    def _send(self, sockfd, fd, head, head_only, offset, length):
+        sock = socket.socket(fileno=os.dup(sockfd))
+        try:
+            if head_only or length <= self.small_file:
+                try:
+                    data = b"" if head_only or not length else os.pread(fd, length, offset)
+                except OSError:
+                    data = None
+                os.close(fd)
+                if data is None or (not head_only and len(data) != length):
+                    return DECLINED
+                wire = head + data
+                try:
+                    sent = sock.send(wire, socket.MSG_NOSIGNAL)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    return self._done(0, True)
+                if sent < len(wire):
+                    self.head_left = wire[sent:]
+                    self.bytes_out += sent
+                    return PENDING
+                return self._done(len(wire), False)
+            try:
+                sent = sock.send(head, socket.MSG_MORE | socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                os.close(fd)
+                return self._done(0, True)
+            if sent < len(head):
+                self.head_left = head[sent:]
+                return self._pending(fd, offset, length, sent)
+            failed = False
+            while length > 0:
+                try:
+                    moved = os.sendfile(sockfd, fd, offset, length)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    failed = True
+                    break
+                if moved == 0:
+                    failed = True
+                    break
+                offset += moved
+                length -= moved
+                sent += moved
+            if failed or length == 0:
+                os.close(fd)
+                return self._done(sent, failed)
+            return self._pending(fd, offset, length, sent)
+        finally:
+            sock.close()
+
+    def _pending(self, fd, offset, length, sent):
+        self.file_fd, self.file_offset, self.file_remaining = fd, offset, length
+        self.bytes_out += sent
+        return PENDING
+
+    def _done(self, sent, failed):
+        self.bytes_out = max(0, self.bytes_out + sent)
+        if failed:
+            self.keep_alive = False
+        if self.stats is not None:
+            micros = int((time.monotonic() - self.started) * 1e6)
+            v, s = self.stats, self.slots
+            v[s["req.time"]] += micros
+            v[s["req.hits"]] += 1
+            v[s["rep.hits.2xx"]] += 1
+            v[s["rep.bwritten"]] += self.bytes_out
+            v[s["req.time." + self.kind]] += micros
+            v[s["req.hits." + self.kind]] += 1
+        return DONE
