@@ -70,6 +70,12 @@ class FsChunkRepo:
             parts.append(chunk_id[level * width:(level + 1) * width])
         return "/".join(parts)
 
+    @property
+    def layout(self):
+        """(docroot, hash_width, hash_depth): where ``chunk_path`` puts a chunk, for the
+        compiled GET path that opens chunks without calling back into Python."""
+        return self.docroot, self.hash_width, self.hash_depth
+
     def chunk_path(self, chunk_id):
         if self.hash_depth == 1:  # the usual layout, on every request: keep it short
             return f"{self.docroot}/{chunk_id[:self.hash_width]}/{chunk_id}"

@@ -18,6 +18,7 @@ keep-alive connection survives; a client that announced ``Expect: 100-continue``
 was refused is answered at once and the connection closed.
 """
 import errno
+import functools
 import logging
 import os
 import select
@@ -32,6 +33,7 @@ from storage.http.response import build_head
 from storage.loop import READ, WRITE
 
 chunked = load("chunked")
+FAST_DONE = load("getcore").DONE
 streamio = load("streamio")
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,19 @@ class Exchange:
         self.bucket = None
 
 
+def _exchange_of(core):
+    """An Exchange for what the compiled GET path did (getcore.GetCore attributes)."""
+    exchange = Exchange(core.request, core.started)
+    exchange.kind = core.kind
+    exchange.status = core.status
+    exchange.reqid = core.reqid
+    exchange.ttfb = core.ttfb
+    exchange.bytes_out = core.bytes_out
+    exchange.account = core.account
+    exchange.bucket = core.bucket
+    return exchange
+
+
 class Connection:
     def __init__(self, sock, peer, loop, app, worker):
         self.sock = sock
@@ -264,6 +279,8 @@ class Connection:
         self.direct_io = True  # the raw fd carries the bytes (false under TLS)
         self._more = MSG_MORE  # send() flag when more output follows (TLS: none)
         self._deferred = None  # what to do once it hands them back (close, timeout)
+        # the compiled GET/HEAD path (_fastpath.getcore), None where it cannot write
+        self.fast_get = getattr(app, "fast_get", None)
         self.deadline = time.monotonic() + self.config.timeout_idle
         loop.register(self, READ)
         loop.timed.add(self)
@@ -328,6 +345,13 @@ class Connection:
             if n <= self.config.headers_buffer_size and buf.find(b"\r\n\r\n", 0, n) == n - 4 \
                     and buf[0] != 13:
                 self._scan = 0
+                fast = self.fast_get
+                if fast is not None and self.app.healthy:
+                    done = fast.serve(self.fd, buf, n,
+                                      self.config.http_keepalive and not self.worker.stopping)
+                    if done:
+                        self._fast_served(fast, done)
+                        return
                 self._start_request(bytes(memoryview(buf)[:n]))
                 return
             self.inbuf += memoryview(buf)[:n]
@@ -382,6 +406,34 @@ class Connection:
         self.keep_alive = request.keep_alive and self.config.http_keepalive \
             and not self.worker.stopping
         self._dispatch(request)
+
+    def _fast_served(self, core, done):
+        """Bookkeeping once the compiled GET path answered a request (DONE: all sent
+        and counted) or began to (PENDING: the rest of the head and the file go through
+        the output queue, and the exchange is recorded when they are out)."""
+        if done == FAST_DONE:
+            self.served += 1
+            app = self.app
+            if app.logs_access():
+                app.log_access(_exchange_of(core), self,
+                               int((time.monotonic() - core.started) * 1e6))
+            if not core.keep_alive:
+                self.close()
+                return
+            self.deadline = time.monotonic() + self.config.timeout_idle
+            return
+        self.exchange = _exchange_of(core)
+        self.app.stats.start(core.kind)
+        self.keep_alive = core.keep_alive
+        self.state = S_WRITE
+        self.deadline = time.monotonic() + self.config.timeout_write_reply
+        if core.head_left is not None:
+            self.out.append(core.head_left)
+        if core.file_remaining:
+            fd = core.file_fd
+            self.out.append(FileBody(fd, core.file_offset, core.file_remaining,
+                                     functools.partial(os.close, fd)))
+        self._watch(WRITE)
 
     def _refuse(self, exc):
         """A request we cannot even frame: reply and close."""

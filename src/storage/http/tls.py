@@ -53,6 +53,7 @@ class TlsConnection(Connection):
                                        do_handshake_on_connect=False)
         super().__init__(tls_sock, peer, loop, app, worker)
         self.direct_io = False
+        self.fast_get = None  # the compiled GET path writes to the raw socket
         self._more = 0  # SSLSocket.send takes no flags
         self.state = S_HANDSHAKE
         self.deadline = time.monotonic() + self.config.timeout_read_header

@@ -14,16 +14,17 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
                             VolumeUnavailable)
 from storage.fast import load
-from storage.http.connection import BlockingReply, FileBody, Reply, StreamBody
+from storage.http.connection import SMALL_FILE, BlockingReply, FileBody, Reply, StreamBody
 from storage.http.response import encode_fields, last_modified
 from storage.rawx import compress
 from storage.rawx import meta as chunkmeta
 from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
-from storage.stats import COUNTERS
+from storage.stats import COUNTERS, INDEX
 
 streamio = load("streamio")
+getcore = load("getcore")
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("storage.access")
 
@@ -219,6 +220,30 @@ class RawxApp(AdminRoutes):
         self._handlers = {"put": self._chunk_put, "get": self._chunk_get,
                           "head": self._chunk_head, "del": self._chunk_del,
                           "post": self._chunk_post, "copy": self._chunk_copy}
+        self.fast_get = self._get_core(repo, stats)
+
+    def _get_core(self, repo, stats):
+        """The compiled GET/HEAD path (``_fastpath.getcore``) for this worker, or None
+        (``STORAGE_NODE_GET_CORE=off``, or counters it cannot add to)."""
+        layout = getattr(repo, "layout", None)
+        values = getattr(stats, "values", None)
+        if os.environ.get("STORAGE_NODE_GET_CORE", "on") == "off" or layout is None \
+                or values is None:
+            return None
+        ports = set()
+        if self.wildcard:
+            ports.add(str(self.config.listen_port))
+            if self.config.tls_enabled:
+                ports.add(str(self.config.tls_port))
+        return getcore.GetCore(layout, self.allowed_hosts, values,
+                               dict(INDEX, base=stats.base), SMALL_FILE, META_CACHE_SIZE,
+                               wildcard_ports=ports)
+
+    @property
+    def healthy(self):
+        """False while the liveness probe says the volume fails (every route answers
+        503 then, which the compiled GET path leaves to ``begin``)."""
+        return self.volume is None or self.volume.ok
 
     # ---- entry point ---------------------------------------------------------------
     def begin(self, request, conn):
@@ -310,9 +335,21 @@ class RawxApp(AdminRoutes):
                 if len(self._meta_cache) >= META_CACHE_SIZE:
                     self._meta_cache.clear()
                 self._meta_cache[key] = entry
+                self._remember(chunk_id, reader, entry)
+        elif self.fast_get is not None:
+            self._remember(chunk_id, reader, entry)  # the compiled cache dropped it
         exchange.account = entry[0].account
         exchange.bucket = entry[0].bucket
         return reader, entry[0], entry[1]
+
+    def _remember(self, chunk_id, reader, entry):
+        """Let the compiled GET path answer this version of a plain chunk."""
+        stored, fields = entry
+        if self.fast_get is None or stored.compression:
+            return
+        self.fast_get.remember(chunk_id, reader.key[0], reader.key[1], reader.ctime_ns,
+                               stored.expected_size, fields, bool(stored.get("chunk_hash")),
+                               stored.account, stored.bucket)
 
     @staticmethod
     def _size_ok(reader, stored):
@@ -551,8 +588,15 @@ class RawxApp(AdminRoutes):
         exchange.bytes_out = max(0, exchange.bytes_out)  # a head cut short counts nothing
         self.stats.finish(kind, exchange.status, micros, exchange.bytes_in,
                           exchange.bytes_out)
-        if access_log.disabled or not access_log.isEnabledFor(logging.INFO):
-            return
+        if self.logs_access():
+            self.log_access(exchange, conn, micros)
+
+    @staticmethod
+    def logs_access():
+        return not access_log.disabled and access_log.isEnabledFor(logging.INFO)
+
+    def log_access(self, exchange, conn, micros):
+        """The access log line of a finished exchange (counted already)."""
         request = exchange.request
         ttfb = int((exchange.ttfb - exchange.started) * 1e6) if exchange.ttfb else micros
         put, get, delete = self.stats.inflight()
