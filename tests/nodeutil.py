@@ -25,8 +25,10 @@ def chunk_id(n):
 class Node:
     """A storage-node child process; ``stop()`` or the fixture ends it."""
 
-    def __init__(self, tmp_path, service_id="rawx-test", docroot=None, workers=1, **extra):
+    def __init__(self, tmp_path, service_id="rawx-test", docroot=None, workers=1, env=None,
+                 **extra):
         self.tmp_path = tmp_path
+        self.env = env  # variables merged over os.environ for the node process
         self.docroot = str(docroot or tmp_path / "data")
         self.service_id = service_id
         self.conf_path = tmp_path / "rawx.conf"
@@ -42,11 +44,15 @@ class Node:
         self.tls_port = None
         self.stderr_path = tmp_path / "stderr.log"
 
-    def start(self, timeout=15):
+    def start(self, timeout=15, env=None):
+        """Start the node; ``env`` (or the one given at construction) is merged over
+        os.environ for the child."""
+        env = env if env is not None else self.env
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "storage", "serve", "-f", str(self.conf_path)],
-            stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True,
+            env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + timeout
         line = b""
         while time.monotonic() < deadline:
