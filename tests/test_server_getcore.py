@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -232,17 +233,20 @@ def converse(node, data, methods, shut=False):
         return replies, (state, bytes(wire.buf))
 
 
+ACCESS = re.compile(r"(\d+) (access INF - \S+) (\S+):\d+ (\S+ \d+) (\d+) (\d+) (\d+) "
+                    r"(- .*) (\S+) http (\d+) (put:.*)\Z")
+
+
 def mask_log(node, line):
     """An access line without what differs between two nodes or two runs: pid, the
-    node's address, the peer's port, the two timings."""
-    fields = line.replace(node.host, "HOST").split(" ")
-    fields[0] = "PID"
-    fields[5] = fields[5].rpartition(":")[0] + ":PORT"
-    fields[8] = "MICROS"
-    fields[15] = "TTFB"
-    if fields[13].startswith("/stat"):
-        fields[9] = "SIZE"  # its body holds the timings
-    return " ".join(fields)
+    node's address, the peer's port, the two timings (and a /stat reply's size)."""
+    match = ACCESS.match(line.replace(node.host, "HOST"))
+    assert match, line
+    (_, start, peer, request, _, size, size_in, reqid, path, _, rest) = match.groups()
+    if path.startswith("/stat"):
+        size = "SIZE"  # its body holds the timings
+    return " ".join(["PID", start, peer + ":PORT", request, "MICROS", size, size_in, reqid,
+                     path, "http", "TTFB", rest])
 
 
 def stat_counters(node):
@@ -415,7 +419,7 @@ def test_request_id_echo(pair):
              b"X-Trans-Id: " + b"u" * 100 + b"\r\n",
              b"x-OIO-REQ-ID: MiXeD\r\n",
              b"X-oio-req-id: caf\xe9-\xff\r\n",
-             b"X-oio-req-id: a\tb\r\n"]
+             b"X-oio-req-id: a\tb\r\n", b"X-oio-req-id: with  spaces \r\n"]
     for extra in cases:
         for method in ("GET", "HEAD"):
             replies, _ = pair.both(get(cid, method, extra), [method])
@@ -522,6 +526,29 @@ def test_missing_chunk_and_other_methods(pair):
         replies, _ = pair.both(data, methods)
     assert replies[0][0].startswith(b"HTTP/1.1 ")
     assert pair.both(get(MISSING), ["GET"])[0][0][0].startswith(b"HTTP/1.1 404 ")
+    pair.log_since(marks)
+
+
+def test_odd_headers_and_targets(pair):
+    cid, _ = CHUNKS["small"]
+    marks = pair.log_marks()
+    before = pair.counters()
+    extras = [b"Range: bytes=0-1\r\nRange: bytes=2-3\r\n", b"Range:\r\n",
+              b"Range:   bytes=1-2   \r\n", b"X-oio-req-id: \x01\r\n", b"X-oio-req-id: \x7f\r\n",
+              b"Connection: upgrade\r\nUpgrade: h2c\r\n", b"Transfer-Encoding: identity\r\n",
+              b"Content-Length: 00\r\n", b"Content-Length: 0\r\nContent-Length: 0\r\n",
+              b"Expect: something\r\n", b"Cookie: " + b"c" * 3000 + b"\r\n",
+              b"X-oio-req-id: " + b"\xff" * 70 + b"\r\n"]
+    for extra in extras:
+        for method in ("GET", "HEAD"):
+            for version in (b"1.1", b"1.0"):
+                pair.both(get(cid, method, extra, version), [method])
+    for target in (b"/" + cid.encode() + b"#frag", b"/" + cid.encode() + b";p", b"*",
+                   b"/" * 150 + cid.encode(), b"/" * 300 + cid.encode()):
+        pair.both(get(cid, path=target), ["GET"])
+    after = pair.counters()
+    assert after[0] == after[1]
+    assert after[0]["req.hits"] - before[0]["req.hits"] > len(extras) * 4
     pair.log_since(marks)
 
 
@@ -707,13 +734,15 @@ def test_node_a_answers_through_the_core(pair):
         pids = node.worker_pids()
         assert len(pids) == 1
         out = node.tmp_path / "strace.out"
-        tracer = subprocess.Popen(["strace", "-qq", "-e", "trace=sendmsg,sendto",
+        tracer = subprocess.Popen(["strace", "-e", "trace=sendmsg,sendto",
                                    "-o", str(out), "-p", str(pids[0])],
                                   stderr=subprocess.PIPE)
         try:
-            time.sleep(0.3)  # attach
-            if tracer.poll() is not None:
-                pytest.skip("cannot trace the node: " + tracer.stderr.read().decode())
+            # strace says "Process N attached" once it is; it exits if it cannot
+            ready, _, _ = select.select([tracer.stderr], [], [], 5)
+            said = tracer.stderr.readline().decode() if ready else ""
+            if "attached" not in said:
+                pytest.skip("cannot trace the node: " + said)
             for _ in range(3):
                 pair.both(get(cid, extra=b"Connection: close\r\n"), ["GET"])
             time.sleep(0.2)
