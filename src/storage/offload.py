@@ -11,10 +11,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from storage.fast import load
 from storage.loop import READ
-
-filesender = load("filesender")
 
 log = logging.getLogger(__name__)
 
@@ -71,37 +68,3 @@ class Offloader:
             self.pool.shutdown(wait=False, cancel_futures=True)
             os.close(self._rfd)
             os.close(self._wfd)
-
-
-class FileOffload:
-    """The worker's file sender thread (``_fastpath.filesender``), watched by the loop:
-    big file replies go on there once the socket is full, and each connection hears of
-    its finished one through ``file_sent(sent, errno)``, on the loop thread."""
-
-    def __init__(self, loop):
-        self.loop = loop
-        self.sender = filesender.FileSender()
-        self.closed = False
-        loop.register(self, READ)
-
-    def fileno(self):
-        return self.sender.fileno()
-
-    def submit(self, sockfd, filefd, offset, count, conn):
-        self.sender.submit(sockfd, filefd, offset, count, conn)
-
-    def on_readable(self):
-        for conn, sent, err in self.sender.completed():
-            try:
-                conn.file_sent(sent, err)
-            except Exception:
-                log.exception("file reply hand-back failed; closing %r", conn)
-                conn.close()
-
-    def close(self):
-        """Stop the thread; replies still on it end (their connections are closed)."""
-        if not self.closed:
-            self.closed = True
-            self.loop.unregister(self)
-            self.sender.close()
-            self.on_readable()

@@ -27,7 +27,7 @@ from storage import events, volume
 from storage.http import tls
 from storage.http.connection import Connection
 from storage.loop import READ, EventLoop
-from storage.offload import FileOffload, Offloader
+from storage.offload import Offloader
 from storage.rawx.app import RawxApp
 from storage.repo import FsChunkRepo
 from storage.stats import SharedStats
@@ -106,9 +106,6 @@ class Worker:
         self.offloader = None
         if config.io_threads:
             self.offloader = Offloader(self.loop, config.io_threads, config.buffer_size)
-        self.file_sender = None
-        if os.environ.get("STORAGE_NODE_FILE_SENDER", "on") != "off":
-            self.file_sender = FileOffload(self.loop)
         self._shutdown_at = None
         self._signal = None
 
@@ -149,8 +146,6 @@ class Worker:
                     conn.close()
                 if self.offloader is not None:
                     self.offloader.close()
-                if self.file_sender is not None:
-                    self.file_sender.close()
                 if self.events is not None:
                     self.events.close(1.0)
                 self.loop.stop()

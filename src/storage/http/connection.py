@@ -281,7 +281,6 @@ class Connection:
         self._deferred = None  # what to do once it hands them back (close, timeout)
         # the compiled GET/HEAD path (_fastpath.getcore), None where it cannot write
         self.fast_get = getattr(app, "fast_get", None)
-        self._in_sender = False  # the worker's file sender holds our socket
         self.deadline = time.monotonic() + self.config.timeout_idle
         loop.register(self, READ)
         loop.timed.add(self)
@@ -434,7 +433,7 @@ class Connection:
             fd = core.file_fd
             self.out.append(FileBody(fd, core.file_offset, core.file_remaining,
                                      functools.partial(os.close, fd)))
-        self._wait_writable()
+        self._watch(WRITE)
 
     def _refuse(self, exc):
         """A request we cannot even frame: reply and close."""
@@ -872,7 +871,7 @@ class Connection:
         except WOULD_BLOCK:
             if self.exchange is not None:
                 self.exchange.bytes_out += sent
-            self._wait_writable()
+            self._watch(WRITE)
             return
         except OSError as exc:
             log.debug("sending a reply to %s failed: %s", self.peer, exc)
@@ -884,48 +883,6 @@ class Connection:
         if self.exchange is not None:
             self.exchange.bytes_out += sent
         self._reply_done()
-
-    def _wait_writable(self):
-        """The socket is full. A file body next in the queue goes on on the worker's
-        sender thread (no loop wake-up per drained socket buffer); anything else waits
-        for the loop's writable event."""
-        sender = self.worker.file_sender
-        out = self.out
-        if sender is not None and self.direct_io and out and type(out[0]) is FileBody:
-            item = out[0]
-            self.loop.unregister(self)
-            self._events = 0
-            self.busy = True
-            try:
-                sender.submit(self.fd, item.fd, item.offset, item.remaining, self)
-                self._in_sender = True
-                return
-            except (OSError, ValueError) as exc:  # a closed sender: keep to the loop
-                log.debug("cannot hand a file body to the sender: %s", exc)
-                self.busy = False
-                self.loop.register(self, READ)
-                self._events = READ
-        self._watch(WRITE)
-
-    def file_sent(self, sent, err):
-        """Back on the loop thread: the sender thread sent ``sent`` more bytes of the
-        file body at the head of the queue, and stopped with ``err`` (0: all of it)."""
-        self._in_sender = False
-        item = self.out[0]
-        item.offset += sent
-        item.remaining -= sent
-        if self.exchange is not None:
-            self.exchange.bytes_out += sent
-        if not self._back_from_thread():
-            return  # closed or timed out meanwhile (close() releases the queue)
-        if err:
-            log.debug("sending a reply to %s failed: %s", self.peer, os.strerror(err))
-            self._finish_exchange()
-            self.close()
-            return
-        self.out.pop(0)
-        item.release()
-        self._flush()
 
     def _send_file(self, item):
         """Send part of a FileBody; -> bytes sent (0: the file ended early)."""
@@ -966,28 +923,17 @@ class Connection:
     def on_timeout(self):
         if self.busy:  # a thread is using our fds: act when it hands them back
             self._deferred = self.on_timeout
-            self._cut_short()
             return
         if self.state in (S_BODY, S_DRAIN) and self.exchange is not None:
             self.exchange.status = 408  # close() aborts the upload and records it
             self.exchange.reason = "timeout reading the request body"
         self.close()
 
-    def _cut_short(self):
-        """Make the sender thread give our socket back now: a reply it is sending to a
-        client that stopped reading would otherwise hold it forever."""
-        if self._in_sender:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
     def close(self):
         if self.closed:
             return
         if self.busy:  # a thread is using our fds: close when it hands them back
             self._deferred = self.close
-            self._cut_short()
             return
         self.closed = True
         self.state = S_CLOSED
