@@ -10,8 +10,8 @@ import os
 import re
 import socket
 import time
-from email.utils import formatdate
 
+from storage.http.response import build_head
 from storage.pure.httphead import HttpError, parse_head
 
 __all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "parse_range"]
@@ -98,7 +98,6 @@ class GetCore:
                 raise ValueError("stats slots out of the buffer")
             self.stats = view
             self.slots = {n: base + slots[n] for n in _STATS}
-        self._date = (None, b"")
         self.status = 0
         self.keep_alive = False
         self.request = None
@@ -213,27 +212,18 @@ class GetCore:
         self.ttfb = time.monotonic()
         return self._send(sockfd, fd, head, head_only, offset, length)
 
-    def _build_head(self, status, fields, rid, head_only, offset, length, size, keep):
-        out = [b"HTTP/1.1 206 Partial Content\r\n" if status == 206 else b"HTTP/1.1 200 OK\r\n",
-               self._date_line(), fields]
+    @staticmethod
+    def _build_head(status, fields, rid, head_only, offset, length, size, keep):
+        """The Python path's own head builder, with the headers a GET/HEAD adds."""
         if head_only:
-            out.append(b"Accept-Ranges: bytes\r\n")
+            headers = [("Accept-Ranges", "bytes")]
         elif status == 206:
-            out.append(b"Content-Range: bytes %d-%d/%d\r\n" % (offset, offset + length - 1,
-                                                                 size))
+            headers = [("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")]
+        else:
+            headers = []
         if rid:
-            out.append(b"X-Oio-Req-Id: " + rid + b"\r\n")
-        out.append(b"Content-Length: %d\r\n" % length)
-        if not keep:
-            out.append(b"Connection: close\r\n")
-        out.append(b"\r\n")
-        return b"".join(out)
-
-    def _date_line(self):
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
-        return self._date[1]
+            headers.append(("X-Oio-Req-Id", rid.decode("latin-1")))
+        return build_head(status, headers, length, keep, fields=fields)
 
     def _send(self, sockfd, fd, head, head_only, offset, length):
         sock = socket.socket(fileno=os.dup(sockfd))
