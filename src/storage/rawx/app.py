@@ -214,7 +214,13 @@ class RawxApp(AdminRoutes):
         if config.service_id:
             hosts.add(config.service_id)
         self.allowed_hosts = hosts
-        self.wildcard = config.listen_host in ("0.0.0.0", "::")
+        # listening on a wildcard address, any Host naming one of our ports is ours
+        ports = set()
+        if config.listen_host in ("0.0.0.0", "::"):
+            ports.add(str(config.listen_port))
+            if config.tls_enabled:
+                ports.add(str(config.tls_port))
+        self.wildcard_ports = frozenset(ports)
         self.pid = os.getpid()
         self._meta_cache = {}
         self._handlers = {"put": self._chunk_put, "get": self._chunk_get,
@@ -230,14 +236,9 @@ class RawxApp(AdminRoutes):
         if os.environ.get("STORAGE_NODE_GET_CORE", "on") == "off" or layout is None \
                 or values is None:
             return None
-        ports = set()
-        if self.wildcard:
-            ports.add(str(self.config.listen_port))
-            if self.config.tls_enabled:
-                ports.add(str(self.config.tls_port))
         return getcore.GetCore(layout, self.allowed_hosts, values,
                                dict(INDEX, base=stats.base), SMALL_FILE, META_CACHE_SIZE,
-                               wildcard_ports=ports)
+                               wildcard_ports=self.wildcard_ports)
 
     @property
     def healthy(self):
@@ -284,9 +285,7 @@ class RawxApp(AdminRoutes):
             return error_reply(exc)
 
     def _wildcard_ok(self, host):
-        port = host.rpartition(":")[2]
-        return self.wildcard and (port == str(self.config.listen_port) or (
-            self.config.tls_enabled and port == str(self.config.tls_port)))
+        return host.rpartition(":")[2] in self.wildcard_ports
 
     # ---- chunks --------------------------------------------------------------------
     def _chunk_put(self, chunk_id, request, exchange):
@@ -336,8 +335,8 @@ class RawxApp(AdminRoutes):
                     self._meta_cache.clear()
                 self._meta_cache[key] = entry
                 self._remember(chunk_id, reader, entry)
-        elif self.fast_get is not None:
-            self._remember(chunk_id, reader, entry)  # the compiled cache dropped it
+        else:
+            self._remember(chunk_id, reader, entry)  # the compiled cache may have dropped it
         exchange.account = entry[0].account
         exchange.bucket = entry[0].bucket
         return reader, entry[0], entry[1]
@@ -482,7 +481,7 @@ class RawxApp(AdminRoutes):
     # ---- service routes ------------------------------------------------------------
     def _unavailable(self):
         """The 503 reply while the liveness probe says the volume fails, else None."""
-        if self.volume is not None and not self.volume.ok:
+        if not self.healthy:
             reason = self.volume.reason
             return Reply(503, body=(reason + "\n").encode(), reason=reason)
         return None
