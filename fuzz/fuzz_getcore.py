@@ -99,7 +99,7 @@ class Twin:
             self._nothing_sent()
             return code, None, b"", self._counters()
         if code == self.mod.PENDING:
-            self._finish()
+            core = self._finish(core.pending)  # its attributes, final bytes_out
         wire = self._read_reply(core.kind == "head")
         req = core.request
         attrs = (core.status, core.keep_alive, core.kind, core.reqid, core.account,
@@ -123,23 +123,16 @@ class Twin:
             self.client.settimeout(5)
         assert got is None, "a declined or refused head sent bytes"
 
-    def _finish(self):
-        """Send what a PENDING reply left (the replies here fit the socket buffers)."""
-        core = self.core
+    def _finish(self, reply):
+        """Send what a PENDING reply left, as the loop would on writable events (the
+        replies here fit the socket buffers) -> the finished reply."""
         self.server.setblocking(True)
         try:
-            if core.head_left is not None:
-                self.server.sendall(core.head_left)
-            offset, remaining = core.file_offset, core.file_remaining
-            while remaining > 0:
-                moved = os.sendfile(self.server.fileno(), core.file_fd, offset, remaining)
-                assert moved > 0
-                offset += moved
-                remaining -= moved
+            assert reply.resume(self.server.fileno()) == self.mod.DONE
         finally:
-            if core.file_remaining:
-                os.close(core.file_fd)
             self.server.setblocking(False)
+        assert reply.finished and reply.remaining == 0
+        return reply
 
     def _read_reply(self, head_only):
         data = b""

@@ -3,6 +3,7 @@
 (build_head + the file) answers, and what it declines must leave the socket untouched."""
 import os
 import re
+import select
 import socket
 import threading
 
@@ -222,6 +223,22 @@ def test_wildcard_port(mod, tmp_path, pair):
     assert serve(vol.core, server, head) == mod.DECLINED
 
 
+def finish(mod, reply, server, limit=2000):
+    """Drive a pending Reply as the loop does: resume on each writable event."""
+    for _ in range(limit):
+        select.select([], [server], [], 10)
+        if reply.resume(server.fileno()) == mod.DONE:
+            return
+    raise AssertionError("the reply never finished")
+
+
+def reader_of(client, size):
+    got = []
+    thread = threading.Thread(target=lambda: got.append(read_reply(client, size)))
+    thread.start()
+    return thread, got
+
+
 def test_big_body_goes_on_from_where_the_socket_filled(mod, tmp_path, pair):
     server, client = pair
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
@@ -229,24 +246,25 @@ def test_big_body_goes_on_from_where_the_socket_filled(mod, tmp_path, pair):
     body = os.urandom(4 << 20)
     vol.put(body)
     assert serve(vol.core, server, get()) == mod.PENDING
-    core = vol.core
-    assert core.file_remaining > 0 and core.file_fd >= 0
-    assert core.head_left is None
-    assert core.bytes_out == (4 << 20) - core.file_remaining
-    got = []
-    reader = threading.Thread(target=lambda: got.append(
-        read_reply(client, len(expected(200, body)))))
-    reader.start()
-    server.setblocking(True)
-    offset, remaining = core.file_offset, core.file_remaining
-    while remaining:
-        n = os.sendfile(server.fileno(), core.file_fd, offset, remaining)
-        offset += n
-        remaining -= n
-    os.close(core.file_fd)
-    reader.join(10)
+    reply = vol.core.pending
+    assert 0 < reply.remaining < len(body) and reply.left == b""
+    assert reply.bytes_out == vol.core.bytes_out == len(body) - reply.remaining
+    assert (reply.status, reply.kind, reply.keep_alive) == (200, "get", True)
+    assert reply.request.method == "GET" and reply.account == "acct"
+    assert reply.started == vol.core.started and reply.ttfb >= reply.started
+    totals = vol.stats.totals()
+    assert totals["req.hits"] == 0 and totals["inflight.get"] == 1  # in flight
+    thread, got = reader_of(client, len(expected(200, body)))
+    finish(mod, reply, server)
+    thread.join(10)
     same(got[0], expected(200, body))
-    assert vol.stats.totals()["req.hits"] == 0  # the caller records a pending reply
+    assert reply.finished and reply.remaining == 0 and reply.bytes_out == len(body)
+    totals = vol.stats.totals()
+    assert totals["req.hits"] == totals["req.hits.get"] == totals["rep.hits.2xx"] == 1
+    assert totals["rep.bwritten"] == len(body) and totals["inflight.get"] == 0
+    assert reply.resume(server.fileno()) == mod.DONE  # over: nothing counted twice
+    reply.abort()
+    assert vol.stats.totals()["req.hits"] == 1
 
 
 def test_small_body_left_over_is_one_bytes_object(mod, vol, pair):
@@ -264,19 +282,92 @@ def test_small_body_left_over_is_one_bytes_object(mod, vol, pair):
     except BlockingIOError:
         pass
     assert serve(vol.core, server, get()) == mod.PENDING
-    left = vol.core.head_left
+    reply = vol.core.pending
+    left = reply.left
     assert isinstance(left, bytes) and 0 < len(left) <= len(want)
-    assert vol.core.file_remaining == 0
+    assert reply.remaining == 0
     sent = len(want) - len(left)
-    assert vol.core.bytes_out == sent - (len(want) - len(body))
-    got = []
-    reader = threading.Thread(target=lambda: got.append(
-        read_reply(client, len(filler) + len(want))))
-    reader.start()
-    server.setblocking(True)
-    server.sendall(left)
-    reader.join(10)
+    assert reply.bytes_out == vol.core.bytes_out == sent - (len(want) - len(body))
+    thread, got = reader_of(client, len(filler) + len(want))
+    finish(mod, reply, server)
+    thread.join(10)
     same(got[0][len(filler):], want)
+    assert reply.bytes_out == len(body) and reply.left == b""
+    assert vol.stats.totals()["rep.bwritten"] == len(body)
+
+
+def test_pending_head_is_not_in_flight(mod, vol, pair):
+    """Only GETs count in inflight.get (WorkerStats.start), also when left pending."""
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    vol.put(b"h" * 10)
+    try:
+        while True:
+            server.send(b"f" * 65536)
+    except BlockingIOError:
+        pass
+    assert serve(vol.core, server, get(method="HEAD")) == mod.PENDING
+    reply = vol.core.pending
+    assert reply.kind == "head" and vol.stats.totals()["inflight.get"] == 0
+    reply.abort()
+    totals = vol.stats.totals()
+    assert totals["req.hits.head"] == 1 and totals["inflight.get"] == 0
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_abort_releases_the_file_and_counts_once(mod, tmp_path, pair):
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    vol = Volume(tmp_path, mod, small_file=1024)
+    vol.put(os.urandom(2 << 20))
+    before = open_fds()
+    assert serve(vol.core, server, get()) == mod.PENDING
+    reply = vol.core.pending
+    assert open_fds() == before + 1  # the chunk, held by the reply
+    partial = reply.bytes_out
+    reply.abort()
+    reply.abort()
+    assert open_fds() == before and reply.finished and not reply.keep_alive
+    assert reply.bytes_out == partial
+    totals = vol.stats.totals()
+    assert totals["req.hits"] == 1 and totals["inflight.get"] == 0
+    assert totals["rep.bwritten"] == partial
+    assert reply.resume(server.fileno()) == mod.DONE
+
+
+def test_client_gone_while_pending(mod, tmp_path, pair):
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    vol = Volume(tmp_path, mod, small_file=1024)
+    vol.put(os.urandom(2 << 20))
+    before = open_fds()
+    assert serve(vol.core, server, get()) == mod.PENDING
+    reply = vol.core.pending
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()
+    finish(mod, reply, server)
+    assert reply.finished and not reply.keep_alive and open_fds() == before - 1
+    totals = vol.stats.totals()
+    assert totals["req.hits"] == 1 and totals["inflight.get"] == 0
+
+
+def test_dropped_reply_closes_its_file(mod, tmp_path, pair):
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    vol = Volume(tmp_path, mod, small_file=1024)
+    vol.put(os.urandom(2 << 20))
+    before = open_fds()
+    assert serve(vol.core, server, get()) == mod.PENDING
+    first = vol.core.pending
+    assert open_fds() == before + 1
+    assert serve(vol.core, server, get(method="DELETE")) == mod.DECLINED
+    assert vol.core.pending is first  # a declined head leaves it
+    del vol.core, first  # the core and its reply go: the file is closed with them
+    assert open_fds() == before
 
 
 def test_client_gone_is_done_and_not_kept(mod, vol, pair):

@@ -87,7 +87,7 @@ __all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "parse_range"]
 cdef enum:
     _DECLINED = 0
     _DONE = 1      # the whole reply went out (or the client vanished): counted here
-    _PENDING = 2   # the socket filled up: the caller queues head_left and the file
+    _PENDING = 2   # the socket filled up: ``pending`` (a Reply) holds the rest
     _PATH_MAX = 4096
     _MAX_DIGITS = 18  # longer range numbers are left to the Python path
     _HEAD_ROOM = 512  # status line, Date, Content-Range, request id, length, close
@@ -196,6 +196,63 @@ cdef inline double _monotonic() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
+cdef class _Counters:
+    """This worker's row of the node-wide counters (``storage.stats``), as far as the
+    compiled path adds to it: a GetCore and the replies it leaves pending share it."""
+
+    cdef Py_buffer view
+    cdef bint has_stats
+    cdef int64_t *row
+    cdef Py_ssize_t s_time, s_time_get, s_time_head, s_hits, s_hits_get, s_hits_head
+    cdef Py_ssize_t s_2xx, s_written, s_inflight_get
+
+    def __cinit__(self, stats, slots):
+        self.has_stats = False
+        if stats is None:
+            return
+        PyObject_GetBuffer(stats, &self.view, PyBUF_WRITABLE)
+        self.has_stats = True
+        if self.view.len % 8:
+            raise ValueError("stats must be a buffer of int64")
+        base = slots["base"]
+        names = ("req.time", "req.time.get", "req.time.head", "req.hits",
+                 "req.hits.get", "req.hits.head", "rep.hits.2xx", "rep.bwritten",
+                 "inflight.get")
+        top = max(slots[name] for name in names) + base
+        if base < 0 or top >= self.view.len // 8:
+            raise ValueError("stats slots out of the buffer")
+        self.row = (<int64_t *>self.view.buf) + <Py_ssize_t>base
+        (self.s_time, self.s_time_get, self.s_time_head, self.s_hits, self.s_hits_get,
+         self.s_hits_head, self.s_2xx, self.s_written, self.s_inflight_get) = \
+            [slots[n] for n in names]
+
+    def __dealloc__(self):
+        if self.has_stats:
+            PyBuffer_Release(&self.view)
+
+    cdef void count(self, bint head, double started, int64_t bytes_out) noexcept:
+        """A finished 200/206 reply, as ``WorkerStats.finish`` counts it."""
+        cdef int64_t micros
+        cdef int64_t *row = self.row
+        if not self.has_stats:
+            return
+        micros = <int64_t>((_monotonic() - started) * 1e6)
+        row[self.s_time] += micros
+        row[self.s_hits] += 1
+        row[self.s_2xx] += 1
+        row[self.s_written] += bytes_out
+        if head:
+            row[self.s_time_head] += micros
+            row[self.s_hits_head] += 1
+        else:
+            row[self.s_time_get] += micros
+            row[self.s_hits_get] += 1
+
+    cdef void inflight(self, int64_t delta) noexcept:
+        if self.has_stats:
+            self.row[self.s_inflight_get] += delta
+
+
 cdef class GetCore:
     """One worker's GET/HEAD fast path. ``layout`` = (docroot, hash_width, hash_depth)
     of the chunk repository; ``hosts`` the Host values the node answers to, and
@@ -209,11 +266,7 @@ cdef class GetCore:
     cdef frozenset hosts, ports
     cdef dict cache
     cdef Py_ssize_t cache_size, small_file
-    cdef Py_buffer stats_view
-    cdef bint has_stats
-    cdef int64_t *row
-    cdef Py_ssize_t s_time, s_time_get, s_time_head, s_hits, s_hits_get, s_hits_head
-    cdef Py_ssize_t s_2xx, s_written
+    cdef _Counters counters
     cdef char *head
     cdef Py_ssize_t head_cap
     cdef char *data
@@ -224,16 +277,14 @@ cdef class GetCore:
     cdef readonly bint keep_alive
     cdef readonly Request request
     cdef readonly str kind, reqid
-    cdef readonly object account, bucket, head_left
+    cdef readonly object account, bucket
     cdef readonly double started, ttfb
-    cdef readonly int64_t bytes_out, file_offset, file_remaining
-    cdef readonly int file_fd
+    cdef readonly int64_t bytes_out
+    cdef readonly Reply pending  # what a PENDING serve() left to send
 
     def __cinit__(self):
         self.head = NULL
         self.data = NULL
-        self.has_stats = False
-        self.file_fd = -1
 
     def __init__(self, layout, hosts, stats=None, slots=None, small_file=65536,
                  cache_size=4096, wildcard_ports=()):
@@ -257,25 +308,9 @@ cdef class GetCore:
         self.date_second = -1
         self.kind = "get"
         self.reqid = ""
-        if stats is not None:
-            PyObject_GetBuffer(stats, &self.stats_view, PyBUF_WRITABLE)
-            self.has_stats = True
-            if self.stats_view.len % 8:
-                raise ValueError("stats must be a buffer of int64")
-            base = slots["base"]
-            names = ("req.time", "req.time.get", "req.time.head", "req.hits",
-                     "req.hits.get", "req.hits.head", "rep.hits.2xx", "rep.bwritten")
-            top = max(slots[name] for name in names) + base
-            if base < 0 or top >= self.stats_view.len // 8:
-                raise ValueError("stats slots out of the buffer")
-            offset = base
-            self.row = (<int64_t *>self.stats_view.buf) + offset
-            (self.s_time, self.s_time_get, self.s_time_head, self.s_hits, self.s_hits_get,
-             self.s_hits_head, self.s_2xx, self.s_written) = [slots[n] for n in names]
+        self.counters = _Counters(stats, slots)
 
     def __dealloc__(self):
-        if self.has_stats:
-            PyBuffer_Release(&self.stats_view)
         PyMem_Free(self.head)
         PyMem_Free(self.data)
 
@@ -433,10 +468,7 @@ cdef class GetCore:
         self.status = status
         self.keep_alive = keep
         self.started = started
-        self.head_left = None
-        self.file_fd = -1
-        self.file_offset = 0
-        self.file_remaining = 0
+        self.pending = None
         self._build_head(status, entry.fields, rid, head_only, offset, length, size, keep)
         self.ttfb = _monotonic()
         return self._send(sockfd, fd, head_only, offset, length)
@@ -505,9 +537,9 @@ cdef class GetCore:
         cdef ssize_t sent = 0, r
         cdef iovec iov[2]
         cdef msghdr msg
-        cdef long off = offset
-        cdef bint failed = False, small
-        cdef int err = 0
+        cdef bint small
+        cdef int err = 0, outcome
+        cdef Reply reply
         small = head_only or length <= self.small_file
         if small:
             if not head_only and length:
@@ -517,7 +549,6 @@ cdef class GetCore:
                     c_close(fd)  # shrank or failed under us: the Python path says so
                     return _DECLINED
             c_close(fd)
-            fd = -1
             total = hlen + (0 if head_only else length)
             memset(&msg, 0, sizeof(msg))
             iov[0].iov_base = self.head
@@ -539,53 +570,33 @@ cdef class GetCore:
                     return self._done(0, True)
             sent = r
             if sent < total:
-                self._left(sent, head_only, length)
-                self.bytes_out += sent
-                return _PENDING
+                self._defer(sockfd, self._rest(hlen, sent, 0 if head_only else length),
+                            -1, 0, 0)
+                self.pending.bytes_out = self.bytes_out = sent - hlen
+                return self._pend()
             return self._done(total, False)
         # a big body: the head (more to follow), then sendfile until the socket is full
-        with nogil:
-            while True:
-                r = sendmsg_one(sockfd, self.head, hlen, MSG_MORE | MSG_NOSIGNAL)
-                err = errno
-                if r >= 0 or err != EINTR:
-                    break
-        if r < 0:
-            if err != EAGAIN:
-                c_close(fd)
-                return self._done(0, True)
-            r = 0
-        sent = r
-        if sent < hlen:
-            self.head_left = PyBytes_FromStringAndSize(self.head + sent, hlen - sent)
-            self._pending_file(fd, off, length)
-            self.bytes_out += sent
-            return _PENDING
-        with nogil:
-            while length > 0:
-                r = sendfile(sockfd, fd, &off, length)
-                if r > 0:
-                    length -= r
-                    sent += r
-                elif r == 0:  # the file ended early: the client cannot be served
-                    failed = True
-                    break
-                elif errno != EINTR:
-                    err = errno
-                    if err != EAGAIN:
-                        failed = True
-                    break
-        if failed or length == 0:
-            c_close(fd)
-            return self._done(sent, failed)
-        self._pending_file(fd, off, length)
-        self.bytes_out += sent
+        self._defer(sockfd, PyBytes_FromStringAndSize(self.head, hlen), fd, offset, length)
+        reply = self.pending
+        outcome = reply._push()
+        self.bytes_out = reply.bytes_out
+        if outcome == _PENDING:
+            return self._pend()
+        # all out at once (or the client is gone): counted by the reply, as here
+        self.pending = None
+        self.keep_alive = reply.keep_alive
+        return _DONE
+
+    cdef int _pend(self) except -1:
+        """A reply left pending is in flight until its Reply finishes (a GET counts
+        in ``inflight.get`` meanwhile, as ``WorkerStats.start`` would)."""
+        self.pending.in_flight = True
+        if self.kind == "get":
+            self.counters.inflight(1)
         return _PENDING
 
-    cdef int _left(self, ssize_t sent, bint head_only, int64_t length) except -1:
-        """Queue what sendmsg left of head + small body (one bytes object)."""
-        cdef Py_ssize_t hlen = -self.bytes_out
-        cdef Py_ssize_t body = 0 if head_only else length
+    cdef bytes _rest(self, Py_ssize_t hlen, ssize_t sent, Py_ssize_t body):
+        """What sendmsg left of head + small body, as one bytes object."""
         cdef bytes rest = PyBytes_FromStringAndSize(NULL, hlen + body - sent)
         cdef char *r = PyBytes_AS_STRING(rest)
         if sent < hlen:
@@ -593,35 +604,153 @@ cdef class GetCore:
             memcpy(r + hlen - sent, self.data, body)
         else:
             memcpy(r, self.data + (sent - hlen), body - (sent - hlen))
-        self.head_left = rest
-        return 0
+        return rest
 
-    cdef void _pending_file(self, int fd, long off, int64_t length):
-        self.file_fd = fd
-        self.file_offset = off
-        self.file_remaining = length
+    cdef void _defer(self, int sockfd, bytes left, int fd, int64_t offset, int64_t length):
+        """Hand what is left of this reply to a Reply (it owns ``fd`` from now on)."""
+        cdef Reply reply = Reply.__new__(Reply)
+        reply.counters = self.counters
+        reply.sockfd = sockfd
+        reply.left = left
+        reply.left_pos = 0
+        reply.fd = fd
+        reply.offset = offset
+        reply.remaining = length
+        reply.status = self.status
+        reply.keep_alive = self.keep_alive
+        reply.request = self.request
+        reply.kind = self.kind
+        reply.reqid = self.reqid
+        reply.account = self.account
+        reply.bucket = self.bucket
+        reply.started = self.started
+        reply.ttfb = self.ttfb
+        reply.bytes_out = self.bytes_out
+        reply.finished = False
+        reply.in_flight = False
+        self.pending = reply
 
     cdef int _done(self, Py_ssize_t sent, bint failed) except -1:
         """The reply is over: count it as ``WorkerStats.finish`` would."""
-        cdef int64_t micros
-        cdef int64_t *row = self.row
         self.bytes_out += sent
         if self.bytes_out < 0:
             self.bytes_out = 0
         if failed:
             self.keep_alive = False
-        if self.has_stats:
-            micros = <int64_t>((_monotonic() - self.started) * 1e6)
-            row[self.s_time] += micros
-            row[self.s_hits] += 1
-            row[self.s_2xx] += 1
-            row[self.s_written] += self.bytes_out
-            if self.kind == "head":
-                row[self.s_time_head] += micros
-                row[self.s_hits_head] += 1
-            else:
-                row[self.s_time_get] += micros
-                row[self.s_hits_get] += 1
+        self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        return _DONE
+
+
+cdef class Reply:
+    """The rest of a reply the socket could not take at once: head bytes still to go
+    (with a small body), then a file range to ``sendfile``. ``resume(sockfd)`` on each
+    writable event sends what the socket takes; once all is out (or the client is
+    gone) the reply is counted as the core counts an immediate one and ``resume``
+    returns ``DONE``. ``abort()`` ends it early (the connection closed). The
+    attributes are those of the core's for the access log."""
+
+    cdef _Counters counters
+    cdef int sockfd, fd
+    cdef int64_t offset
+    cdef readonly int64_t remaining
+    cdef bytes left
+    cdef Py_ssize_t left_pos
+    cdef readonly int status
+    cdef readonly bint keep_alive, finished
+    cdef bint in_flight
+    cdef readonly Request request
+    cdef readonly str kind, reqid
+    cdef readonly object account, bucket
+    cdef readonly double started, ttfb
+    cdef readonly int64_t bytes_out
+
+    def __cinit__(self):
+        self.fd = -1
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            c_close(self.fd)
+
+    @property
+    def left(self):
+        """Head or small-body bytes not sent yet (bytes)."""
+        return self.left[self.left_pos:]
+
+    def resume(self, int sockfd):
+        """Send more on ``sockfd``: -> PENDING (the socket is full again) or DONE."""
+        if self.finished:
+            return _DONE
+        self.sockfd = sockfd
+        return self._push()
+
+    def abort(self):
+        """The connection is closing with the reply unfinished: release the file and
+        count what went out (as a reply cut short)."""
+        if not self.finished:
+            self._finish(True)
+
+    cdef int _push(self) except -1:
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.left) - self.left_pos
+        cdef ssize_t r
+        cdef long off = self.offset
+        cdef int64_t length = self.remaining
+        cdef int err = 0, sockfd = self.sockfd, flags
+        cdef const char *p
+        cdef int64_t sent = 0
+        cdef bint failed = False, blocked = False
+        if n > 0:
+            p = PyBytes_AS_STRING(self.left) + self.left_pos
+            flags = MSG_NOSIGNAL | (MSG_MORE if length else 0)
+            with nogil:
+                while True:
+                    r = sendmsg_one(sockfd, p, n, flags)
+                    err = errno
+                    if r >= 0 or err != EINTR:
+                        break
+            if r < 0:
+                if err != EAGAIN:
+                    return self._finish(True)
+                return _PENDING
+            self.left_pos += r
+            self.bytes_out += r
+            if r < n:
+                return _PENDING
+        if length > 0:
+            with nogil:
+                while length > 0:
+                    r = sendfile(sockfd, self.fd, &off, length)
+                    if r > 0:
+                        length -= r
+                        sent += r
+                    elif r == 0:  # the file ended early: the client cannot be served
+                        failed = True
+                        break
+                    elif errno != EINTR:
+                        if errno == EAGAIN:
+                            blocked = True
+                        else:
+                            failed = True
+                        break
+            self.offset = off
+            self.remaining = length
+            self.bytes_out += sent
+            if blocked:
+                return _PENDING
+        return self._finish(failed)
+
+    cdef int _finish(self, bint failed) except -1:
+        self.finished = True
+        if self.fd >= 0:
+            c_close(self.fd)
+            self.fd = -1
+        if self.bytes_out < 0:
+            self.bytes_out = 0
+        if failed:
+            self.keep_alive = False
+        if self.in_flight and self.kind == "get":
+            self.counters.inflight(-1)
+        self.in_flight = False
+        self.counters.count(self.kind == "head", self.started, self.bytes_out)
         return _DONE
 
 

@@ -18,7 +18,6 @@ keep-alive connection survives; a client that announced ``Expect: 100-continue``
 was refused is answered at once and the connection closed.
 """
 import errno
-import functools
 import logging
 import os
 import select
@@ -34,6 +33,7 @@ from storage.loop import READ, WRITE
 
 chunked = load("chunked")
 FAST_DONE = load("getcore").DONE
+FAST_PENDING = load("getcore").PENDING
 streamio = load("streamio")
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,8 @@ class Exchange:
 
 
 def _exchange_of(core):
-    """An Exchange for what the compiled GET path did (getcore.GetCore attributes)."""
+    """An Exchange for what the compiled GET path did (the attributes of a
+    getcore.GetCore or of its pending getcore.Reply)."""
     exchange = Exchange(core.request, core.started)
     exchange.kind = core.kind
     exchange.status = core.status
@@ -281,6 +282,7 @@ class Connection:
         self._deferred = None  # what to do once it hands them back (close, timeout)
         # the compiled GET/HEAD path (_fastpath.getcore), None where it cannot write
         self.fast_get = getattr(app, "fast_get", None)
+        self.fast_reply = None  # the rest of a reply the compiled path is sending
         self.deadline = time.monotonic() + self.config.timeout_idle
         loop.register(self, READ)
         loop.timed.add(self)
@@ -409,31 +411,42 @@ class Connection:
 
     def _fast_served(self, core, done):
         """Bookkeeping once the compiled GET path answered a request (DONE: all sent
-        and counted) or began to (PENDING: the rest of the head and the file go through
-        the output queue, and the exchange is recorded when they are out)."""
+        and counted) or began to (PENDING: its ``pending`` Reply sends the rest on
+        each writable event, and counts the exchange when it is out)."""
         if done == FAST_DONE:
-            self.served += 1
-            app = self.app
-            if app.logs_access():
-                app.log_access(_exchange_of(core), self,
-                               int((time.monotonic() - core.started) * 1e6))
-            if not core.keep_alive:
-                self.close()
-                return
-            self.deadline = time.monotonic() + self.config.timeout_idle
+            self._fast_finished(core, core.keep_alive)
             return
-        self.exchange = _exchange_of(core)
-        self.app.stats.start(core.kind)
+        self.fast_reply = core.pending
         self.keep_alive = core.keep_alive
         self.state = S_WRITE
         self.deadline = time.monotonic() + self.config.timeout_write_reply
-        if core.head_left is not None:
-            self.out.append(core.head_left)
-        if core.file_remaining:
-            fd = core.file_fd
-            self.out.append(FileBody(fd, core.file_offset, core.file_remaining,
-                                     functools.partial(os.close, fd)))
         self._watch(WRITE)
+
+    def _fast_finished(self, reply, keep_alive):
+        """A reply of the compiled path is out and counted: its access line, then the
+        next request or the end of the connection."""
+        self.served += 1
+        app = self.app
+        if app.logs_access():
+            app.log_access(_exchange_of(reply), self,
+                           int((time.monotonic() - reply.started) * 1e6))
+        if not keep_alive:
+            self.close()
+            return
+        self.deadline = time.monotonic() + self.config.timeout_idle
+
+    def _fast_resume(self, reply):
+        """A writable event while the compiled path's reply is pending."""
+        if reply.resume(self.fd) == FAST_PENDING:
+            return
+        self.fast_reply = None
+        self._fast_finished(reply, reply.keep_alive and self.keep_alive)
+        if self.closed:
+            return
+        self.state = S_HEAD
+        self._watch(READ)
+        if self.inbuf:
+            self._try_head()
 
     def _refuse(self, exc):
         """A request we cannot even frame: reply and close."""
@@ -829,6 +842,10 @@ class Connection:
         self._flush()
 
     def on_writable(self):
+        reply = self.fast_reply
+        if reply is not None:
+            self._fast_resume(reply)
+            return
         self._flush()
 
     def _flush(self):
@@ -941,6 +958,12 @@ class Connection:
         if exchange is not None and exchange.request is not None:
             exchange.status = exchange.status or 499
             self.app.record(exchange, self)
+        reply, self.fast_reply = self.fast_reply, None
+        if reply is not None:  # cut short: counted as the Python path counts it
+            reply.abort()
+            if self.app.logs_access():
+                self.app.log_access(_exchange_of(reply), self,
+                                    int((time.monotonic() - reply.started) * 1e6))
         if self.upload is not None:
             self.upload.abort()
             self.upload = None

@@ -5,7 +5,6 @@ It declines (``DECLINED``, nothing consumed or sent) whatever the Python request
 should decide, and answers a GET (whole or one satisfiable range) or a plain HEAD of a
 chunk whose metadata ``remember()`` cached for the very inode version on disk.
 """
-import errno
 import os
 import re
 import socket
@@ -14,14 +13,14 @@ import time
 from storage.http.response import build_head
 from storage.pure.httphead import HttpError, parse_head
 
-__all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "parse_range"]
+__all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "Reply", "parse_range"]
 
 DECLINED, DONE, PENDING = 0, 1, 2
 MAX_DIGITS = 18
 _RANGE = re.compile(rb"bytes=([0-9]*)-([0-9]*)\Z")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{24,64}\Z", re.ASCII)
 _STATS = ("req.time", "req.time.get", "req.time.head", "req.hits", "req.hits.get",
-          "req.hits.head", "rep.hits.2xx", "rep.bwritten")
+          "req.hits.head", "rep.hits.2xx", "rep.bwritten", "inflight.get")
 
 
 def _range_of(raw, size):
@@ -85,28 +84,15 @@ class GetCore:
         self.cache = {}
         self.cache_size = cache_size
         self.small_file = small_file
-        self.stats = None
-        if stats is not None:
-            view = memoryview(stats)
-            if view.readonly:
-                raise TypeError("stats must be writable")
-            if view.nbytes % 8:
-                raise ValueError("stats must be a buffer of int64")
-            view = view.cast("B").cast("q")
-            base = slots["base"]
-            if base < 0 or base + max(slots[n] for n in _STATS) >= len(view):
-                raise ValueError("stats slots out of the buffer")
-            self.stats = view
-            self.slots = {n: base + slots[n] for n in _STATS}
+        self.counters = _Counters(stats, slots)
         self.status = 0
         self.keep_alive = False
         self.request = None
         self.kind = "get"
         self.reqid = ""
-        self.account = self.bucket = self.head_left = None
+        self.account = self.bucket = self.pending = None
         self.started = self.ttfb = 0.0
-        self.bytes_out = self.file_offset = self.file_remaining = 0
-        self.file_fd = -1
+        self.bytes_out = 0
 
     def remember(self, chunk_id, dev, ino, ctime_ns, expected, fields, head_ok,
                  account=None, bucket=None):
@@ -204,8 +190,7 @@ class GetCore:
         self.status = status
         self.keep_alive = keep
         self.started = started
-        self.head_left = None
-        self.file_fd, self.file_offset, self.file_remaining = -1, 0, 0
+        self.pending = None
         head = self._build_head(status, entry.fields, rid, head_only, offset, length, size,
                                 keep)
         self.bytes_out = -len(head)
@@ -226,78 +211,173 @@ class GetCore:
         return build_head(status, headers, length, keep, fields=fields)
 
     def _send(self, sockfd, fd, head, head_only, offset, length):
-        sock = socket.socket(fileno=os.dup(sockfd))
-        try:
-            if head_only or length <= self.small_file:
-                try:
-                    data = b"" if head_only or not length else os.pread(fd, length, offset)
-                except OSError:
-                    data = None
-                os.close(fd)
-                if data is None or (not head_only and len(data) != length):
-                    return DECLINED
-                wire = head + data
-                try:
-                    sent = sock.send(wire, socket.MSG_NOSIGNAL)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    return self._done(0, True)
-                if sent < len(wire):
-                    self.head_left = wire[sent:]
-                    self.bytes_out += sent
-                    return PENDING
-                return self._done(len(wire), False)
+        if head_only or length <= self.small_file:
             try:
-                sent = sock.send(head, socket.MSG_MORE | socket.MSG_NOSIGNAL)
+                data = b"" if head_only or not length else os.pread(fd, length, offset)
+            except OSError:
+                data = None
+            os.close(fd)
+            if data is None or (not head_only and len(data) != length):
+                return DECLINED
+            wire = head + data
+            try:
+                sent = _send_on(sockfd, wire, 0)
             except BlockingIOError:
                 sent = 0
             except OSError:
-                os.close(fd)
                 return self._done(0, True)
-            if sent < len(head):
-                self.head_left = head[sent:]
-                return self._pending(fd, offset, length, sent)
-            failed = False
-            while length > 0:
-                try:
-                    moved = os.sendfile(sockfd, fd, offset, length)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
-                    failed = True
-                    break
-                if moved == 0:
-                    failed = True
-                    break
-                offset += moved
-                length -= moved
-                sent += moved
-            if failed or length == 0:
-                os.close(fd)
-                return self._done(sent, failed)
-            return self._pending(fd, offset, length, sent)
-        finally:
-            sock.close()
+            if sent < len(wire):
+                self.bytes_out += sent
+                self.pending = Reply(self, sockfd, wire[sent:], -1, 0, 0)
+                return self._pend()
+            return self._done(len(wire), False)
+        reply = self.pending = Reply(self, sockfd, head, fd, offset, length)
+        outcome = reply._push()
+        self.bytes_out = reply.bytes_out
+        if outcome == PENDING:
+            return self._pend()
+        self.pending = None
+        self.keep_alive = reply.keep_alive
+        return DONE
 
-    def _pending(self, fd, offset, length, sent):
-        self.file_fd, self.file_offset, self.file_remaining = fd, offset, length
-        self.bytes_out += sent
+    def _pend(self):
+        self.pending.in_flight = True
+        if self.kind == "get":
+            self.counters.inflight(1)
         return PENDING
 
     def _done(self, sent, failed):
         self.bytes_out = max(0, self.bytes_out + sent)
         if failed:
             self.keep_alive = False
-        if self.stats is not None:
-            micros = int((time.monotonic() - self.started) * 1e6)
-            v, s = self.stats, self.slots
-            v[s["req.time"]] += micros
-            v[s["req.hits"]] += 1
-            v[s["rep.hits.2xx"]] += 1
-            v[s["rep.bwritten"]] += self.bytes_out
-            v[s["req.time." + self.kind]] += micros
-            v[s["req.hits." + self.kind]] += 1
+        self.counters.count(self.kind == "head", self.started, self.bytes_out)
         return DONE
+
+
+class _Counters:
+    """This worker's row of the node-wide counters, shared by a core and its replies."""
+
+    def __init__(self, stats, slots):
+        self.stats = None
+        if stats is None:
+            return
+        view = memoryview(stats)
+        if view.readonly:
+            raise TypeError("stats must be writable")
+        if view.nbytes % 8:
+            raise ValueError("stats must be a buffer of int64")
+        view = view.cast("B").cast("q")
+        base = slots["base"]
+        if base < 0 or base + max(slots[n] for n in _STATS) >= len(view):
+            raise ValueError("stats slots out of the buffer")
+        self.stats = view
+        self.slots = {n: base + slots[n] for n in _STATS}
+
+    def count(self, head, started, bytes_out):
+        if self.stats is None:
+            return
+        micros = int((time.monotonic() - started) * 1e6)
+        kind = "head" if head else "get"
+        v, s = self.stats, self.slots
+        v[s["req.time"]] += micros
+        v[s["req.hits"]] += 1
+        v[s["rep.hits.2xx"]] += 1
+        v[s["rep.bwritten"]] += bytes_out
+        v[s["req.time." + kind]] += micros
+        v[s["req.hits." + kind]] += 1
+
+    def inflight(self, delta):
+        if self.stats is not None:
+            self.stats[self.slots["inflight.get"]] += delta
+
+
+class Reply:
+    """The rest of a reply the socket could not take at once (see the compiled
+    ``Reply``): ``left`` bytes of head (or head and small body), then ``remaining``
+    bytes of the file from ``offset``."""
+
+    def __init__(self, core, sockfd, left, fd, offset, length):
+        self._counters = core.counters
+        self._sockfd = sockfd
+        self._left = left
+        self._fd = fd
+        self._offset = offset
+        self.remaining = length
+        for name in ("status", "keep_alive", "request", "kind", "reqid", "account",
+                     "bucket", "started", "ttfb", "bytes_out"):
+            setattr(self, name, getattr(core, name))
+        self.finished = False
+        self.in_flight = False
+
+    @property
+    def left(self):
+        return self._left
+
+    def resume(self, sockfd):
+        if self.finished:
+            return DONE
+        self._sockfd = sockfd
+        return self._push()
+
+    def abort(self):
+        if not self.finished:
+            self._finish(True)
+
+    def _push(self):
+        if self._left:
+            try:
+                sent = _send_on(self._sockfd, self._left,
+                                socket.MSG_MORE if self.remaining else 0)
+            except BlockingIOError:
+                return PENDING
+            except OSError:
+                return self._finish(True)
+            self._left = self._left[sent:]
+            self.bytes_out += sent
+            if self._left:
+                return PENDING
+        failed = False
+        while self.remaining > 0:
+            try:
+                moved = os.sendfile(self._sockfd, self._fd, self._offset, self.remaining)
+            except BlockingIOError:
+                return PENDING
+            except InterruptedError:
+                continue
+            except OSError:
+                failed = True
+                break
+            if moved == 0:  # the file ended early: the client cannot be served
+                failed = True
+                break
+            self._offset += moved
+            self.remaining -= moved
+            self.bytes_out += moved
+        return self._finish(failed)
+
+    def _finish(self, failed):
+        self.finished = True
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.bytes_out = max(0, self.bytes_out)
+        if failed:
+            self.keep_alive = False
+        if self.in_flight and self.kind == "get":
+            self._counters.inflight(-1)
+        self.in_flight = False
+        self._counters.count(self.kind == "head", self.started, self.bytes_out)
+        return DONE
+
+    def __del__(self):
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+
+
+def _send_on(sockfd, data, flags):
+    """send() on a raw fd (MSG_NOSIGNAL: a gone client is an error, not a signal)."""
+    sock = socket.socket(fileno=os.dup(sockfd))
+    try:
+        return sock.send(data, flags | socket.MSG_NOSIGNAL)
+    finally:
+        sock.close()
