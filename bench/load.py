@@ -8,7 +8,10 @@ serve identical bytes, and measures with the same client:
   64 concurrent 64 MiB PUTs while sampling each worker's peak RSS (load_rss.py)
 
 and prints a Markdown table (also written to bench/out/latest.md) with the
-ratio ours/nginx against the targets. Everything it starts it stops; its temp
+ratio ours/nginx against the targets, and each server's CPU time (its master
+and workers, user + system) per request: on this 2-core machine the client
+shares the cores, so a server's speed shows both in its own throughput and in
+the CPU it leaves to the client. Everything it starts it stops; its temp
 dirs are removed.
 
     .venv/bin/python bench/load.py [--quick] [--duration S] [--only get_4k,put_1m]
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 
 from load_put import Connection, PutPlan, make_body, request_head, run_put_load
 from load_rss import run_rss_row, workers_of
-from load_servers import REPO, NginxServer, NodeServer
+from load_servers import REPO, NginxServer, NodeServer, cpu_seconds
 from load_wrk import range_script, run_wrk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,6 +73,8 @@ class Measure:
     errors: int = 0
     note: str = ""
     peak_mib: float = None  # rss rows only: largest VmHWM over the workers
+    requests: int = 0  # completed in the run
+    cpu_ms: float = None  # the server's CPU (user + system) per request
 
 
 def get_chunk_id(size):
@@ -153,7 +158,7 @@ def measure_get(row, server, duration, connections):
     if res.errors:
         note = "wrk: %d non-2xx, socket errors %s" % (res.non_2xx, res.socket_errors)
     return Measure(res.req_per_s, res.req_per_s * payload / 1e6, res.p50_ms, res.p99_ms,
-                   res.errors, note)
+                   res.errors, note, requests=res.requests)
 
 
 def prune_tree(root, prefixes):
@@ -195,7 +200,7 @@ def measure_put(row, server, duration, connections, max_bytes):
         note = "%d errors, statuses %s %s" % (stats.errors, stats.statuses,
                                               "; ".join(stats.error_samples[:2]))
     return Measure(stats.req_per_s, stats.mb_per_s, stats.percentile_ms(50),
-                   stats.percentile_ms(99), stats.errors, note)
+                   stats.percentile_ms(99), stats.errors, note, requests=stats.ok)
 
 
 def measure_rss(row, server, uploads):
@@ -221,11 +226,17 @@ def measure_rss(row, server, uploads):
 
 
 def measure_guarded(row, srv, args):
-    """measure_get/measure_put; a crash becomes an error row and the server restarts."""
+    """measure_get/measure_put, with the server's CPU per request; a crash becomes an
+    error row and the server restarts."""
     try:
+        before = cpu_seconds(srv.proc.pid)
         if row.kind == "get":
-            return measure_get(row, srv, args.duration, args.connections)
-        return measure_put(row, srv, args.duration, args.connections, args.max_put_bytes)
+            m = measure_get(row, srv, args.duration, args.connections)
+        else:
+            m = measure_put(row, srv, args.duration, args.connections, args.max_put_bytes)
+        if m.requests:
+            m.cpu_ms = (cpu_seconds(srv.proc.pid) - before) * 1e3 / m.requests
+        return m
     except Exception as exc:
         nan = float("nan")
         note = "%s: %s" % (type(exc).__name__, exc)
@@ -237,9 +248,14 @@ def measure_guarded(row, srv, args):
         return Measure(nan, nan, nan, nan, errors=1, note=note)
 
 
+def metric_of(row):
+    return (lambda m: m.req_s) if row.metric == "req/s" else (lambda m: m.mb_s)
+
+
 def median_measure(row, measures):
-    """The run with the median ratio metric; errors of all runs are summed."""
-    key = (lambda m: m.req_s) if row.metric == "req/s" else (lambda m: m.mb_s)
+    """The run with the median ratio metric, with the median CPU per request of the
+    runs; errors of all runs are summed."""
+    key = metric_of(row)
     ok = [m for m in measures if not m.errors] or measures
     pick = sorted(ok, key=key)[(len(ok) - 1) // 2]
     if len(measures) == 1:
@@ -247,8 +263,23 @@ def median_measure(row, measures):
     errors = sum(m.errors for m in measures)
     notes = "; ".join(m.note for m in measures if m.note)
     vals = ", ".join(fmt(key(m)) for m in measures)
+    cpus = sorted(m.cpu_ms for m in ok if m.cpu_ms is not None)
     return Measure(pick.req_s, pick.mb_s, pick.p50_ms, pick.p99_ms, errors,
-                   ("median of %s %s" % (row.metric, vals)) + ("; " + notes if notes else ""))
+                   ("median of %s %s" % (row.metric, vals)) + ("; " + notes if notes else ""),
+                   requests=pick.requests,
+                   cpu_ms=cpus[(len(cpus) - 1) // 2] if cpus else None)
+
+
+def paired_ratio(row, ours, nginx):
+    """Median over the repeats of ours/nginx within the same repeat (the two runs of a
+    repeat are back to back): less swayed than the ratio of medians by a slow drift of
+    the machine's speed. None without two clean runs to pair."""
+    key = metric_of(row)
+    ratios = sorted(key(a) / key(b) for a, b in zip(ours, nginx)
+                    if not a.errors and not b.errors and key(b))
+    if len(ratios) < 2:
+        return None
+    return ratios[(len(ratios) - 1) // 2]
 
 
 def start_servers(names, tmp, workers, node_bin, node_conf=()):
@@ -302,8 +333,8 @@ def judge(row, results):
 
 def render_table(rows, results, header_lines):
     head = ("| row | ours req/s | ours MB/s | ours p50/p99 ms | nginx req/s | nginx MB/s "
-            "| nginx p50/p99 ms | ours/nginx | target | result |")
-    lines = list(header_lines) + ["", head, "|" + "---|" * 10]
+            "| nginx p50/p99 ms | CPU ms/req ours / nginx | ours/nginx | target | result |")
+    lines = list(header_lines) + ["", head, "|" + "---|" * 11]
     notes = []
     for row in rows:
         res = results.get(row.key, {})
@@ -316,7 +347,9 @@ def render_table(rows, results, header_lines):
                 cells += [fmt(m.req_s), fmt(m.mb_s),
                           "%s / %s" % (fmt(m.p50_ms, 2), fmt(m.p99_ms, 2))]
                 if m.note:
-                    notes.append("- %s, %s: %s" % (row.title, name, m.note))
+                    notes.append("- %s, %s: %s" % (row.title, name, m.note.lstrip("; ")))
+        cells.append(" / ".join(fmt(getattr(res.get(name), "cpu_ms", None), 2)
+                                for name in ("ours", "nginx")))
         cells += list(judge(row, res))
         lines.append("| " + " | ".join(cells) + " |")
     if notes:
@@ -397,6 +430,11 @@ def run(args):
                               file=sys.stderr)
                 for name, ms in runs.items():
                     results.setdefault(row.key, {})[name] = median_measure(row, ms)
+                if "ours" in runs and "nginx" in runs:
+                    paired = paired_ratio(row, runs["ours"], runs["nginx"])
+                    if paired is not None:
+                        results[row.key]["ours"].note += \
+                            "; paired ratio (median of ours/nginx per repeat) %.2fx" % paired
         finally:
             stop_servers(servers)
         for row in args.rows:

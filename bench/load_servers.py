@@ -273,6 +273,22 @@ def process_tree(pid):
     return out
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds used so far by pid and its descendants (threads
+    included; a process that exits between the scan and the read counts nothing)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open("/proc/%d/stat" % p, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / tick
+
+
 def memory_kib(pid):
     """(VmRSS, VmHWM) of a process in KiB, or None when it is gone."""
     vals = {}

@@ -278,3 +278,46 @@ def test_median_measure_prefers_clean_runs():
     med = load.median_measure(row, runs)
     assert med.mb_s == 200.0 and med.errors == 2 and "boom" in med.note
     assert load.median_measure(row, runs[:1]) is runs[0]
+
+
+def test_cpu_seconds_counts_the_descendants():
+    """A child that burns CPU shows in its parent's tree, not in an idle child's."""
+    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n" \
+           "print('done', flush=True)\ntime.sleep(30)"
+    busy = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert busy.stdout.readline() == b"done\n"
+        assert load_servers.cpu_seconds(busy.pid) >= 0.35
+        assert load_servers.cpu_seconds(idle.pid) < 0.3
+        assert load_servers.cpu_seconds(os.getpid()) >= \
+            load_servers.cpu_seconds(busy.pid) + load_servers.cpu_seconds(idle.pid)
+    finally:
+        for child in (busy, idle):
+            child.kill()
+            child.wait()
+    assert load_servers.cpu_seconds(busy.pid) == 0  # gone: nothing to count
+
+
+def test_median_cpu_and_paired_ratio():
+    row = {r.key: r for r in load.ROWS}["get_8m"]
+    m = load.Measure
+    ours = [m(1, 90.0, 1, 2, cpu_ms=1.2), m(1, 50.0, 1, 2, cpu_ms=1.0),
+            m(1, 99.0, 1, 2, cpu_ms=3.0)]
+    nginx = [m(1, 100.0, 1, 2, cpu_ms=0.9), m(1, 50.0, 1, 2, cpu_ms=0.8),
+             m(1, 100.0, 1, 2, cpu_ms=0.7)]
+    assert load.median_measure(row, ours).cpu_ms == 1.2
+    # the ratio of medians says 0.90x; each repeat pairs 0.90, 1.00, 0.99
+    assert load.paired_ratio(row, ours, nginx) == pytest.approx(0.99)
+    ours[1].errors = 1
+    assert load.paired_ratio(row, ours, nginx) == pytest.approx(0.90)
+    assert load.paired_ratio(row, ours[:1], nginx[:1]) is None
+
+
+def test_table_shows_cpu_per_request():
+    row = {r.key: r for r in load.ROWS}["get_8m"]
+    m = load.Measure
+    text = load.render_table([row], {"get_8m": {"ours": m(1, 95.0, 1, 2, cpu_ms=1.234),
+                                                "nginx": m(1, 100.0, 1, 2)}}, ["# t"])
+    line = [x for x in text.splitlines() if x.startswith("| GET 8 MiB")][0]
+    assert "| 1.23 / - |" in line and "| 0.95x |" in line
