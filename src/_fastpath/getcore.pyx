@@ -8,8 +8,11 @@ one whole request head, already in the worker's receive buffer, and either decli
 answers it: it parses the head (``httphead``), opens the chunk, checks it against the
 metadata the Python path cached for that very inode version (``remember()``), builds
 the reply head, and sends the head and the body (one ``sendmsg`` for a small file,
-``sendfile`` for a big one) until the socket is full. Then it counts the request in
-the worker's row of the node-wide counters.
+``sendfile`` for a big one) until the socket is full. What the socket did not take is
+left in a ``Reply`` (``GetCore.pending``), which the loop resumes on each writable
+event without any Python bookkeeping in between. Once the reply is out, the request is
+counted in the worker's row of the node-wide counters, as ``WorkerStats.finish``
+counts it.
 
 It only ever answers what the Python path would answer with the same bytes: a GET
 (whole or one satisfiable ``bytes=`` range) or a plain HEAD of a chunk whose metadata

@@ -274,7 +274,7 @@ class Connection:
         self.received = 0
         self.keep_alive = True
         self.pending_reply = None
-        self._events = READ  # what the selector watches for us (0: out of it)
+        self._events = READ  # what the loop watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
         self.served = 0  # replies sent
         self.direct_io = True  # the raw fd carries the bytes (false under TLS)
@@ -542,7 +542,7 @@ class Connection:
         if self.decoder is None and not (upload.direct and self.direct_io) \
                 and offloader is not None:
             # Body bytes the C pump cannot move (TLS, a compressing upload): recv and
-            # feed on an I/O thread, out of the selector like the fast path.
+            # feed on an I/O thread, out of the loop like the fast path.
             self.loop.unregister(self)
             self._events = 0
             self.busy = True
@@ -553,7 +553,7 @@ class Connection:
             return
         if self.decoder is None and upload.direct and self.direct_io:
             if offloader is not None:
-                # The connection sits out of the selector while a thread opens the chunk
+                # The connection sits out of the loop while a thread opens the chunk
                 # file (first time) and pumps the body into it.
                 self.loop.unregister(self)
                 self._events = 0
@@ -917,7 +917,7 @@ class Connection:
             self._try_head()
 
     def _watch(self, events):
-        """Ask the selector for ``events``; a syscall only when it changes."""
+        """Ask the loop for ``events``; a syscall only when it changes."""
         if self._events != events:
             self.loop.modify(self, events)
             self._events = events
