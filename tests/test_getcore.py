@@ -319,15 +319,21 @@ def open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_abort_releases_the_file_and_counts_once(mod, tmp_path, pair):
-    server, client = pair
+def pending_big_reply(mod, tmp_path, server):
+    """A 2 MiB GET left pending on a small send buffer -> (volume, reply, the number
+    of open descriptors before it)."""
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
     vol = Volume(tmp_path, mod, small_file=1024)
     vol.put(os.urandom(2 << 20))
     before = open_fds()
     assert serve(vol.core, server, get()) == mod.PENDING
-    reply = vol.core.pending
     assert open_fds() == before + 1  # the chunk, held by the reply
+    return vol, vol.core.pending, before
+
+
+def test_abort_releases_the_file_and_counts_once(mod, tmp_path, pair):
+    server, client = pair
+    vol, reply, before = pending_big_reply(mod, tmp_path, server)
     partial = reply.bytes_out
     reply.abort()
     reply.abort()
@@ -341,12 +347,7 @@ def test_abort_releases_the_file_and_counts_once(mod, tmp_path, pair):
 
 def test_client_gone_while_pending(mod, tmp_path, pair):
     server, client = pair
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
-    vol = Volume(tmp_path, mod, small_file=1024)
-    vol.put(os.urandom(2 << 20))
-    before = open_fds()
-    assert serve(vol.core, server, get()) == mod.PENDING
-    reply = vol.core.pending
+    vol, reply, before = pending_big_reply(mod, tmp_path, server)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     client.close()
     finish(mod, reply, server)
@@ -357,13 +358,7 @@ def test_client_gone_while_pending(mod, tmp_path, pair):
 
 def test_dropped_reply_closes_its_file(mod, tmp_path, pair):
     server, client = pair
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
-    vol = Volume(tmp_path, mod, small_file=1024)
-    vol.put(os.urandom(2 << 20))
-    before = open_fds()
-    assert serve(vol.core, server, get()) == mod.PENDING
-    first = vol.core.pending
-    assert open_fds() == before + 1
+    vol, first, before = pending_big_reply(mod, tmp_path, server)
     assert serve(vol.core, server, get(method="DELETE")) == mod.DECLINED
     assert vol.core.pending is first  # a declined head leaves it
     del vol.core, first  # the core and its reply go: the file is closed with them
