@@ -573,9 +573,9 @@ cdef class GetCore:
                     return self._done(0, True)
             sent = r
             if sent < total:
+                self.bytes_out = sent - hlen
                 self._defer(sockfd, self._rest(hlen, sent, 0 if head_only else length),
                             -1, 0, 0)
-                self.pending.bytes_out = self.bytes_out = sent - hlen
                 return self._pend()
             return self._done(total, False)
         # a big body: the head (more to follow), then sendfile until the socket is full
@@ -614,8 +614,8 @@ cdef class GetCore:
         cdef Reply reply = Reply.__new__(Reply)
         reply.counters = self.counters
         reply.sockfd = sockfd
-        reply.left = left
-        reply.left_pos = 0
+        reply.unsent = left
+        reply.unsent_pos = 0
         reply.fd = fd
         reply.offset = offset
         reply.remaining = length
@@ -629,8 +629,6 @@ cdef class GetCore:
         reply.started = self.started
         reply.ttfb = self.ttfb
         reply.bytes_out = self.bytes_out
-        reply.finished = False
-        reply.in_flight = False
         self.pending = reply
 
     cdef int _done(self, Py_ssize_t sent, bint failed) except -1:
@@ -656,8 +654,8 @@ cdef class Reply:
     cdef int sockfd, fd
     cdef int64_t offset
     cdef readonly int64_t remaining
-    cdef bytes left
-    cdef Py_ssize_t left_pos
+    cdef bytes unsent  # head (or head and small body) bytes, sent up to unsent_pos
+    cdef Py_ssize_t unsent_pos
     cdef readonly int status
     cdef readonly bint keep_alive, finished
     cdef bint in_flight
@@ -677,7 +675,7 @@ cdef class Reply:
     @property
     def left(self):
         """Head or small-body bytes not sent yet (bytes)."""
-        return self.left[self.left_pos:]
+        return self.unsent[self.unsent_pos:]
 
     def resume(self, int sockfd):
         """Send more on ``sockfd``: -> PENDING (the socket is full again) or DONE."""
@@ -693,7 +691,7 @@ cdef class Reply:
             self._finish(True)
 
     cdef int _push(self) except -1:
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.left) - self.left_pos
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.unsent) - self.unsent_pos
         cdef ssize_t r
         cdef long off = self.offset
         cdef int64_t length = self.remaining
@@ -702,7 +700,7 @@ cdef class Reply:
         cdef int64_t sent = 0
         cdef bint failed = False, blocked = False
         if n > 0:
-            p = PyBytes_AS_STRING(self.left) + self.left_pos
+            p = PyBytes_AS_STRING(self.unsent) + self.unsent_pos
             flags = MSG_NOSIGNAL | (MSG_MORE if length else 0)
             with nogil:
                 while True:
@@ -714,7 +712,7 @@ cdef class Reply:
                 if err != EAGAIN:
                     return self._finish(True)
                 return _PENDING
-            self.left_pos += r
+            self.unsent_pos += r
             self.bytes_out += r
             if r < n:
                 return _PENDING
