@@ -426,14 +426,18 @@ class Connection:
         """A reply of the compiled path is out and counted: its access line, then the
         next request or the end of the connection."""
         self.served += 1
-        app = self.app
-        if app.logs_access():
-            app.log_access(_exchange_of(reply), self,
-                           int((time.monotonic() - reply.started) * 1e6))
+        self._log_fast(reply)
         if not keep_alive:
             self.close()
             return
         self.deadline = time.monotonic() + self.config.timeout_idle
+
+    def _log_fast(self, reply):
+        """The access line of a reply the compiled path counted (done or cut short)."""
+        app = self.app
+        if app.logs_access():
+            app.log_access(_exchange_of(reply), self,
+                           int((time.monotonic() - reply.started) * 1e6))
 
     def _fast_resume(self, reply):
         """A writable event while the compiled path's reply is pending."""
@@ -961,9 +965,7 @@ class Connection:
         reply, self.fast_reply = self.fast_reply, None
         if reply is not None:  # cut short: counted as the Python path counts it
             reply.abort()
-            if self.app.logs_access():
-                self.app.log_access(_exchange_of(reply), self,
-                                    int((time.monotonic() - reply.started) * 1e6))
+            self._log_fast(reply)
         if self.upload is not None:
             self.upload.abort()
             self.upload = None
