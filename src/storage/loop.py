@@ -42,6 +42,13 @@ class EventLoop:
         self._timers = []
         self._seq = 0
         self._stop = False
+        # waits in place of our poll when set (storage.http.lane): waiter(timeout) ->
+        # the timeout left for our own poll, None to skip it this turn
+        self.waiter = None
+
+    def fileno(self):
+        """The epoll set's own file descriptor (readable when a watched one is ready)."""
+        return self._epoll.fileno()
 
     def register(self, obj, events):
         """Watch ``obj`` for ``events`` (READ, WRITE, both, or 0 for nothing yet)."""
@@ -95,8 +102,14 @@ class EventLoop:
             timeout = self.tick
             if timers:
                 timeout = max(0.0, min(timeout, timers[0][0] - monotonic()))
+            waiter = self.waiter
+            if waiter is not None:
+                try:
+                    timeout = waiter(timeout)
+                except Exception:
+                    log.exception("waiting failed")
             try:
-                ready = poll(timeout)
+                ready = poll(timeout) if timeout is not None else ()
             except InterruptedError:
                 ready = ()
             for fd, event in ready:

@@ -24,7 +24,7 @@ import time
 
 from storage import config as configmod
 from storage import events, volume
-from storage.http import tls
+from storage.http import lane, tls
 from storage.http.connection import Connection
 from storage.loop import READ, EventLoop
 from storage.offload import Offloader
@@ -103,6 +103,9 @@ class Worker:
         if tls_sock is not None:
             self.listeners.append(Listener(tls_sock, self, tls_context))
         self.ready_fd = ready_fd
+        self.lane = None  # keep-alive connections the compiled path serves alone
+        if self.app.fast_get is not None and config.http_keepalive and lane.enabled():
+            self.lane = lane.GetLane(self, self.app.fast_get)
         self.offloader = None
         if config.io_threads:
             self.offloader = Offloader(self.loop, config.io_threads, config.buffer_size)
@@ -177,6 +180,8 @@ class Worker:
         self.loop.call_later(self.config.probe_interval, self._probe)
         self.loop.call_later(0.25, self._tick)
         self.loop.run()
+        if self.lane is not None:
+            self.lane.close()
         self.loop.close()
 
 

@@ -34,10 +34,12 @@ from storage.loop import READ, WRITE
 chunked = load("chunked")
 FAST_DONE = load("getcore").DONE
 FAST_PENDING = load("getcore").PENDING
+LANE_FINISHED = load("getcore").FINISHED
+LANE_CLOSE = load("getcore").CLOSE
 streamio = load("streamio")
 log = logging.getLogger(__name__)
 
-S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED = range(5)
+S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED, S_LANE = range(6)  # S_LANE: see GetLane
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
 SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
@@ -276,13 +278,16 @@ class Connection:
         self.pending_reply = None
         self._events = READ  # what the loop watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
-        self.served = 0  # replies sent
+        self.served = 0  # replies sent (a lane reports them only while logging)
         self.direct_io = True  # the raw fd carries the bytes (false under TLS)
         self._more = MSG_MORE  # send() flag when more output follows (TLS: none)
         self._deferred = None  # what to do once it hands them back (close, timeout)
         # the compiled GET/HEAD path (_fastpath.getcore), None where it cannot write
         self.fast_get = getattr(app, "fast_get", None)
         self.fast_reply = None  # the rest of a reply the compiled path is sending
+        # the worker's keep-alive lane (storage.http.lane), which serves this connection
+        # between requests once the compiled path has answered one of them
+        self.lane = getattr(worker, "lane", None)
         self.deadline = time.monotonic() + self.config.timeout_idle
         loop.register(self, READ)
         loop.timed.add(self)
@@ -424,13 +429,52 @@ class Connection:
 
     def _fast_finished(self, reply, keep_alive):
         """A reply of the compiled path is out and counted: its access line, then the
-        next request or the end of the connection."""
+        next request (buffered already, or on its way: the lane waits for it) or the
+        end of the connection."""
         self.served += 1
         self._log_fast(reply)
         if not keep_alive:
             self.close()
             return
         self.deadline = time.monotonic() + self.config.timeout_idle
+        self.state = S_HEAD
+        if self.inbuf:
+            self._watch(READ)
+            self._try_head()
+        elif self.lane is not None:
+            self.loop.unregister(self)
+            self._events = 0
+            self.loop.timed.discard(self)
+            self.state = S_LANE
+            self.lane.adopt(self)
+        else:
+            self._watch(READ)
+
+    def from_lane(self, code, payload):
+        """What the lane reports: a reply it sent (FINISHED, for the access log), the
+        end of the connection (CLOSE: the peer left, or a reply ended it), or bytes it
+        read and leaves to the Python path (HANDBACK: the connection is ours again)."""
+        if code == LANE_FINISHED:
+            self.served += 1
+            self._log_fast(payload)
+            return
+        if code == LANE_CLOSE:
+            if payload is not None:
+                self.served += 1
+                self._log_fast(payload)
+            if self.state == S_LANE:
+                self.state = S_HEAD
+            self.close()
+            return
+        if self.state != S_LANE:  # closed meanwhile
+            return
+        self.state = S_HEAD
+        self.deadline = time.monotonic() + self.config.timeout_idle
+        self.loop.register(self, READ)
+        self._events = READ
+        self.loop.timed.add(self)
+        self.inbuf += payload
+        self._try_head()
 
     def _log_fast(self, reply):
         """The access line of a reply the compiled path counted (done or cut short)."""
@@ -445,12 +489,6 @@ class Connection:
             return
         self.fast_reply = None
         self._fast_finished(reply, reply.keep_alive and self.keep_alive)
-        if self.closed:
-            return
-        self.state = S_HEAD
-        self._watch(READ)
-        if self.inbuf:
-            self._try_head()
 
     def _refuse(self, exc):
         """A request we cannot even frame: reply and close."""
@@ -938,6 +976,8 @@ class Connection:
         """Between two requests of a keep-alive connection: a stopping worker closes it.
         A new connection is never idle: its first request is on its way (a worker
         that stops right after accepting it still serves it)."""
+        if self.state == S_LANE:
+            return not self.lane.busy(self)
         return self.served and self.state == S_HEAD and not self.inbuf \
             and self.exchange is None
 
@@ -956,13 +996,16 @@ class Connection:
         if self.busy:  # a thread is using our fds: close when it hands them back
             self._deferred = self.close
             return
+        if self.state == S_LANE:
+            reply = self.lane.release(self)
+        else:
+            reply, self.fast_reply = self.fast_reply, None
         self.closed = True
         self.state = S_CLOSED
         exchange, self.exchange = self.exchange, None
         if exchange is not None and exchange.request is not None:
             exchange.status = exchange.status or 499
             self.app.record(exchange, self)
-        reply, self.fast_reply = self.fast_reply, None
         if reply is not None:  # cut short: counted as the Python path counts it
             reply.abort()
             self._log_fast(reply)

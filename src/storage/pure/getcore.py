@@ -7,15 +7,20 @@ chunk whose metadata ``remember()`` cached for the very inode version on disk.
 """
 import os
 import re
+import select
 import socket
 import time
 
 from storage.http.response import build_head
 from storage.pure.httphead import HttpError, parse_head
 
-__all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "Reply", "parse_range"]
+__all__ = ["CLOSE", "DECLINED", "DONE", "FINISHED", "HANDBACK", "PENDING", "GetCore",
+           "Lane", "Reply", "parse_range"]
 
 DECLINED, DONE, PENDING = 0, 1, 2
+HANDBACK, FINISHED, CLOSE = 0, 1, 2  # what Lane.wait() reports
+LANE_BATCH = 64
+HEAD_READ = 16384
 MAX_DIGITS = 18
 _RANGE = re.compile(rb"bytes=([0-9]*)-([0-9]*)\Z")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{24,64}\Z", re.ASCII)
@@ -246,6 +251,12 @@ class GetCore:
             self.counters.inflight(1)
         return PENDING
 
+    def _snapshot(self, sockfd):
+        """A finished Reply holding what the last immediate reply did."""
+        reply = Reply(self, sockfd, b"", -1, 0, 0)
+        reply.finished = True
+        return reply
+
     def _done(self, sent, failed):
         self.bytes_out = max(0, self.bytes_out + sent)
         if failed:
@@ -381,3 +392,173 @@ def _send_on(sockfd, data, flags):
         return sock.send(data, flags | socket.MSG_NOSIGNAL)
     finally:
         sock.close()
+
+
+class _Member:
+    __slots__ = ("fd", "owner", "reply", "deadline")
+
+    def __init__(self, fd, owner, deadline):
+        self.fd = fd
+        self.owner = owner
+        self.reply = None
+        self.deadline = deadline
+
+
+class Lane:
+    """Keep-alive connections served by the core alone (see the compiled ``Lane``):
+    an epoll set of members, plus the attached file descriptor of the worker's loop;
+    ``wait()`` serves the ready members until that one is ready or a member needs the
+    Python path."""
+
+    def __init__(self, core, buffer, head_limit, idle_timeout, write_timeout):
+        if not isinstance(core, GetCore):
+            raise TypeError("core must be a GetCore")
+        if len(memoryview(buffer)) < 1:
+            raise ValueError("the receive buffer is empty")
+        self.core = core
+        self.buffer = buffer
+        self.head_limit = head_limit
+        self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
+        self.serving = True
+        self.keep_alive_ok = True
+        self.logging = False
+        self._members = {}
+        self._outer = -1
+        self._epoll = select.epoll()
+
+    def fileno(self):
+        if self._epoll is None:
+            raise ValueError("the lane is closed")
+        return self._epoll.fileno()
+
+    def __len__(self):
+        return len(self._members)
+
+    def __contains__(self, fd):
+        return fd in self._members
+
+    def close(self):
+        self._members.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+
+    def adopt(self, fd, owner):
+        if self._epoll is None:
+            raise ValueError("the lane is closed")
+        if fd in self._members:
+            raise KeyError(f"file descriptor {fd} is in the lane already")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._members[fd] = _Member(fd, owner, time.monotonic() + self.idle_timeout)
+
+    def release(self, fd):
+        member = self._members.pop(fd, None)
+        if member is None:
+            return None
+        self._unwatch(fd)
+        return member.reply
+
+    def busy(self, fd):
+        member = self._members.get(fd)
+        return member is not None and member.reply is not None
+
+    def expired(self, now):
+        return [m.owner for m in self._members.values() if m.deadline <= now]
+
+    def attach(self, fd):
+        if self._epoll is None:
+            raise ValueError("the lane is closed")
+        if self._outer >= 0:
+            raise ValueError("a file descriptor is attached already")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._outer = fd
+
+    def wait(self, timeout):
+        out = []
+        outer = False
+        if self._epoll is None:
+            return outer, out
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ms = 0 if left <= 0 else int(left * 1000) + 1
+            try:
+                events = self._epoll.poll(ms / 1000, LANE_BATCH)
+            except InterruptedError:
+                break
+            for fd, _ in events:
+                if fd == self._outer:
+                    outer = True
+                    continue
+                member = self._members.get(fd)
+                if member is None:
+                    continue
+                if member.reply is not None:
+                    self._write(member, out)
+                else:
+                    self._read(member, out)
+            if outer or out or not events or ms == 0:
+                break
+        return outer, out
+
+    def _unwatch(self, fd):
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed already: the kernel dropped it
+
+    def _leave(self, member):
+        del self._members[member.fd]
+        self._unwatch(member.fd)
+
+    def _read(self, member, out):
+        fd = member.fd
+        try:
+            data = os.read(fd, min(HEAD_READ, len(memoryview(self.buffer))))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._leave(member)
+            out.append((member.owner, CLOSE, None))
+            return
+        got = len(data)
+        outcome = DECLINED
+        if self.serving and 4 <= got <= self.head_limit and data[0] != 13 \
+                and data.find(b"\r\n\r\n") == got - 4:
+            outcome = self.core.serve(fd, data, got, self.keep_alive_ok)
+        if outcome == DECLINED:
+            self._leave(member)
+            out.append((member.owner, HANDBACK, data))
+            return
+        core = self.core
+        if outcome == PENDING:
+            member.reply, core.pending = core.pending, None
+            member.deadline = time.monotonic() + self.write_timeout
+            self._epoll.modify(fd, select.EPOLLOUT)
+            return
+        self._ended(member, core._snapshot(fd) if self.logging else None,
+                    core.keep_alive, out)
+
+    def _write(self, member, out):
+        reply = member.reply
+        if reply._push() == PENDING:
+            return
+        member.reply = None
+        if reply.keep_alive:
+            try:
+                self._epoll.modify(member.fd, select.EPOLLIN)
+            except OSError:
+                reply.keep_alive = False
+        self._ended(member, reply if self.logging else None, reply.keep_alive, out)
+
+    def _ended(self, member, logged, keep_alive, out):
+        if not keep_alive:
+            self._leave(member)
+            out.append((member.owner, CLOSE, logged))
+            return
+        member.deadline = time.monotonic() + self.idle_timeout
+        if logged is not None:
+            out.append((member.owner, FINISHED, logged))
