@@ -202,3 +202,39 @@ def test_deadline_sweep(loop, pair):
     elapsed = run_bounded(loop)
     assert late.calls == ["timeout"] and on_time.calls == []
     assert 0.09 <= elapsed < 2
+
+
+def test_a_waiter_waits_in_place_of_the_poll(loop, pair):
+    """A waiter (the keep-alive lane) is called with the timeout each turn: None skips
+    the loop's own poll, a number is the timeout of that poll."""
+    a, b = pair
+    probe = Probe(loop, a)
+    loop.register(probe, READ)
+    seen = []
+
+    def waiter(timeout):
+        seen.append(timeout)
+        if len(seen) == 1:
+            b.send(b"x")  # ready now, but this turn does not poll
+            return None
+        return 0
+
+    loop.waiter = waiter
+    loop.run()
+    assert probe.calls == ["read"] and len(seen) == 2
+    assert all(0 <= t <= loop.tick for t in seen)
+    assert loop.fileno() == loop._epoll.fileno()
+
+
+def test_a_failing_waiter_leaves_the_loop_polling(loop, pair):
+    a, b = pair
+    probe = Probe(loop, a)
+    loop.register(probe, READ)
+
+    def waiter(timeout):
+        raise RuntimeError("the waiter failed")
+
+    loop.waiter = waiter
+    b.send(b"x")
+    loop.run()
+    assert probe.calls == ["read"]
