@@ -29,8 +29,7 @@ def mod(request):
     return import_twin(request.param)
 
 
-@pytest.fixture
-def pair():
+def connected():
     """(server socket, non-blocking, as a worker holds it; client socket)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -38,6 +37,12 @@ def pair():
         client = socket.create_connection(listener.getsockname(), timeout=10)
         server, _ = listener.accept()
     server.setblocking(False)
+    return server, client
+
+
+@pytest.fixture
+def pair():
+    server, client = connected()
     yield server, client
     server.close()
     client.close()

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import import_twin, twin_params
-from test_getcore import CID, Volume, expected, get, read_reply, reader_of, same
+from test_getcore import (CID, Volume, connected, expected, get, read_reply, reader_of,
+                          same)
 
 BUFFER = 1 << 16
 
@@ -32,17 +33,6 @@ def lane(mod, vol):
     lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
     yield lane
     lane.close()
-
-
-def connected():
-    """(server socket, non-blocking, as a worker holds it; client socket)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname(), timeout=10)
-        server, _ = listener.accept()
-    server.setblocking(False)
-    return server, client
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ It only ever answers what the Python path would answer with the same bytes: a GE
 is cached and whose size matches. Everything else (another method or route, a body, a
 Host the node does not own, a percent-encoded id, an unsatisfiable range, a check-hash,
 a compressed chunk, an open or fstat failure, a cache miss) is declined, and the Python
-path, the executable spec, decides. The pure-Python twin is ``storage.pure.getcore``.
+path, the executable spec, decides. ``Lane`` keeps the keep-alive connections the core
+answers between their requests, so that no Python runs per request at all. The
+pure-Python twin is ``storage.pure.getcore``.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
@@ -122,10 +124,10 @@ DONE = _DONE
 PENDING = _PENDING
 
 cdef enum:
-    _HANDBACK = 0  # Lane.run(): the connection is out of the lane with these bytes
+    _HANDBACK = 0  # Lane.wait(): the connection is out of the lane with these bytes
     _FINISHED = 1  # a reply is out (reported only when the lane logs)
     _CLOSE = 2     # the connection is out of the lane and must be closed
-    _LANE_BATCH = 64  # events taken per run()
+    _LANE_BATCH = 64  # events taken per epoll_wait
     _HEAD_READ = 16384  # bytes asked for per recv, as the Python path asks
 
 HANDBACK = _HANDBACK
@@ -832,15 +834,17 @@ cdef class Lane:
     A worker's loop wakes up two or three times per big GET (the request, then the
     socket draining), and each wake-up ran a few hundred bytecodes of dispatch and
     bookkeeping with caches the client's copies had just evicted. The lane is an
-    epoll set of its own, owned here: the worker's loop watches its file descriptor
-    (``fileno()``) and calls ``run()`` when any member is ready; ``run()`` reads the
-    ready members' request heads, has the core answer them, and resumes their
-    pending replies, all in one call.
+    epoll set of its own, owned here, which also holds the worker loop's epoll
+    descriptor (``attach``). While the lane has members the worker waits in
+    ``wait()``: it reads the ready members' request heads, has the core answer them
+    and resumes their pending replies, and returns only when the attached descriptor
+    is ready, something needs the Python path, a signal arrives or the timeout (the
+    loop's next timer) is up.
 
     A connection joins with ``adopt(fd, owner)`` once the core has answered one of its
     requests and nothing of it is buffered. It leaves when a read brings what the
     core does not answer alone (anything declined, a partial head, pipelined heads):
-    ``run()`` then reports ``(owner, HANDBACK, bytes read)`` and the Python path takes
+    ``wait()`` then reports ``(owner, HANDBACK, bytes read)`` and the Python path takes
     those bytes as if it had read them. ``(owner, CLOSE, reply or None)`` means the
     connection left and must be closed (the peer left, or a reply ended it);
     ``(owner, FINISHED, reply)`` reports a reply that went out, for its access line,

@@ -17,6 +17,10 @@ interpreter's data. Here one dict maps a file descriptor to ``(object, events)``
 The event masks are the ``selectors`` ones (``READ``, ``WRITE``), and a hang-up
 or an error wakes whichever of the two handlers the object is watching for, as
 with the selector.
+
+A ``waiter`` may wait in place of the loop's own poll: the worker's keep-alive lane
+(``storage.http.lane``) waits in its compiled epoll set, which holds this loop's
+descriptor (``fileno()``), and tells the loop whether to poll its own set this turn.
 """
 import heapq
 import logging
@@ -124,7 +128,7 @@ class EventLoop:
                         obj.on_writable()
                 except Exception:
                     log.exception("handler failed; closing %r", obj)
-                    _safe_close(obj)
+                    safe_close(obj)
             now = monotonic()
             while timers and timers[0][0] <= now:
                 _, _, callback = heapq.heappop(timers)
@@ -139,14 +143,15 @@ class EventLoop:
                         obj.on_timeout()
                     except Exception:
                         log.exception("timeout handler failed")
-                        _safe_close(obj)
+                        safe_close(obj)
 
     def close(self):
         self._epoll.close()
         self._watched.clear()
 
 
-def _safe_close(obj):
+def safe_close(obj):
+    """close() ``obj``; a failure is logged, never raised."""
     try:
         obj.close()
     except Exception:

@@ -24,6 +24,7 @@ import os
 import time
 
 from storage.fast import load
+from storage.loop import safe_close
 
 getcore = load("getcore")
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class GetLane:
                 owner.from_lane(code, payload)
             except Exception:
                 log.exception("handler failed; closing %r", owner)
-                _close(owner)
+                safe_close(owner)
         return 0 if ready else None
 
     def on_timeout(self):
@@ -91,7 +92,7 @@ class GetLane:
                 owner.on_timeout()
             except Exception:
                 log.exception("timeout handler failed")
-                _close(owner)
+                safe_close(owner)
 
     def close(self):
         if self.closed:
@@ -102,9 +103,3 @@ class GetLane:
         self.loop.timed.discard(self)
         self.lane.close()
 
-
-def _close(owner):
-    try:
-        owner.close()
-    except Exception:
-        log.exception("close failed for %r", owner)
