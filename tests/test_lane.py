@@ -11,21 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import import_twin, twin_params
-from test_getcore import (CID, Volume, connected, expected, get, read_reply, reader_of,
-                          same)
+# the fixtures mod (both twins), vol and pair are test_getcore's own
+from test_getcore import (CID, Volume, connected, expected, get, mod, pair,  # noqa: F401
+                          read_reply, reader_of, same, vol)
 
 BUFFER = 1 << 16
-
-
-@pytest.fixture(params=twin_params("getcore"))
-def mod(request):
-    return import_twin(request.param)
-
-
-@pytest.fixture
-def vol(tmp_path, mod):
-    return Volume(tmp_path, mod)
 
 
 @pytest.fixture
@@ -33,14 +23,6 @@ def lane(mod, vol):
     lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
     yield lane
     lane.close()
-
-
-@pytest.fixture
-def pair():
-    server, client = connected()
-    yield server, client
-    server.close()
-    client.close()
 
 
 def settle(lane, rounds=50):

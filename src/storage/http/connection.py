@@ -462,9 +462,7 @@ class Connection:
             if payload is not None:
                 self.served += 1
                 self._log_fast(payload)
-            if self.state == S_LANE:
-                self.state = S_HEAD
-            self.close()
+            self.close()  # out of the lane already: release() finds nothing
             return
         if self.state != S_LANE:  # closed meanwhile
             return

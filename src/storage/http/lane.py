@@ -53,9 +53,6 @@ class GetLane:
         self.loop.waiter = self.wait
         self.loop.timed.add(self)
 
-    def __len__(self):
-        return len(self.lane)
-
     def adopt(self, conn):
         self.lane.adopt(conn.fd, conn)
 

@@ -417,6 +417,7 @@ class Lane:
             raise ValueError("the receive buffer is empty")
         self.core = core
         self.buffer = buffer
+        self._read_size = min(HEAD_READ, len(memoryview(buffer)))
         self.head_limit = head_limit
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
@@ -515,7 +516,7 @@ class Lane:
     def _read(self, member, out):
         fd = member.fd
         try:
-            data = os.read(fd, min(HEAD_READ, len(memoryview(self.buffer))))
+            data = os.read(fd, self._read_size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
