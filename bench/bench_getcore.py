@@ -33,7 +33,7 @@ import pytest
 
 from _fastpath import getcore as fast
 from storage import config as configmod
-from storage.http.connection import SMALL_FILE
+from storage.http.reply import SMALL_FILE
 from storage.pure import getcore as pure
 from storage.rawx.app import RACY_SECONDS
 from storage.server import Worker

@@ -11,7 +11,7 @@ import pytest
 
 from nodeutil import Node
 from storage import ec_cli
-from storage.ec.rawxclient import RawxClient, split_chunk_url
+from storage.rawxclient import RawxClient, split_chunk_url
 
 MIB = 1 << 20
 

@@ -15,7 +15,7 @@ from pyeclib.ec_iface import ECDriver as PyECDriver
 from nodeutil import Node
 from storage.ec import description, reader, rebuild, writer
 from storage.ec.layout import MIB, Layout
-from storage.ec.rawxclient import RawxClient, split_chunk_url
+from storage.rawxclient import RawxClient, split_chunk_url
 
 VECTORS = str(EC_VECTORS)
 FS = 174844

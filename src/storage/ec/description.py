@@ -17,7 +17,7 @@ import json
 from urllib.parse import quote
 
 from storage.ec.layout import Layout
-from storage.ec.rawxclient import META, split_chunk_url
+from storage.rawxclient import META, split_chunk_url
 
 FORMAT = "storage-node-ec/1"
 ALGO = "liberasurecode_rs_vand"

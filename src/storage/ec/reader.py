@@ -21,7 +21,7 @@ from storage.ec import header
 from storage.ec.codec import Codec
 from storage.ec.description import layout_of
 from storage.ec.errors import ECDriverError
-from storage.ec.rawxclient import RawxClient, RawxError, split_chunk_url
+from storage.rawxclient import RawxClient, RawxError, split_chunk_url
 
 log = logging.getLogger(__name__)
 

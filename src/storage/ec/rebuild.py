@@ -21,7 +21,7 @@ from storage.ec import description as descmod
 from storage.ec import header, placement
 from storage.ec.codec import Codec
 from storage.ec.reader import FragmentSource
-from storage.ec.rawxclient import META, RawxClient, RawxError, split_chunk_url
+from storage.rawxclient import META, RawxClient, RawxError, split_chunk_url
 from storage.ec.writer import new_chunk_id
 
 

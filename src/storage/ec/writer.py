@@ -30,7 +30,7 @@ from storage.ec import placement
 from storage.ec.codec import Codec
 from storage.ec.header import DEFAULT_LIBRARY_VERSION
 from storage.ec.layout import SEGMENT_SIZE, Layout
-from storage.ec.rawxclient import META, RawxClient, RawxError
+from storage.rawxclient import META, RawxClient, RawxError
 
 log = logging.getLogger(__name__)
 

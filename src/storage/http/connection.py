@@ -20,14 +20,15 @@ was refused is answered at once and the connection closed.
 import errno
 import logging
 import os
-import select
 import socket
-import ssl
 import time
 
 from storage.errors import StorageError
 from storage.fast import load
 from storage.http.head import HttpError, find_head_end, parse_head
+from storage.http.pumps import WOULD_BLOCK, chunked_pump, feed_pump, pump_for
+from storage.http.reply import (SMALL_FILE, STREAM_PIECE, BlockingReply, Exchange, FileBody,
+                                Reply, StreamBody, exchange_of)
 from storage.http.response import build_head
 from storage.loop import READ, WRITE
 
@@ -42,87 +43,8 @@ log = logging.getLogger(__name__)
 S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED, S_LANE = range(6)  # S_LANE: see GetLane
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
-SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
 HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head
-PUMP_LINGER = 0.002  # seconds an I/O thread waits for more body bytes
 MSG_MORE = getattr(socket, "MSG_MORE", 0)
-WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
-
-
-class _Linger:
-    """An I/O thread's patience with a dry socket: ``wait()`` polls for more bytes until
-    ``linger`` seconds after the pump started (each hand-back to the loop costs a round
-    trip; a slow client still holds a thread only that long). -> True if readable."""
-
-    __slots__ = ("fd", "deadline", "poller")
-
-    def __init__(self, fd, linger):
-        self.fd = fd
-        self.deadline = time.monotonic() + linger
-        self.poller = None
-
-    def wait(self):
-        timeout = self.deadline - time.monotonic()
-        if timeout <= 0:
-            return False
-        if self.poller is None:
-            self.poller = select.poll()
-            self.poller.register(self.fd, select.POLLIN)
-        return bool(self.poller.poll(timeout * 1000))
-
-
-def _feed(feed, data, received):
-    """Hand body bytes to an upload; its failure becomes a StorageError whose
-    ``received`` counts the bytes taken off the socket (a failing transform fails the
-    upload, not the worker)."""
-    try:
-        feed(data)
-    except StorageError as exc:
-        exc.received = received
-        raise
-    except Exception as exc:
-        log.error("upload body transform failed: %r", exc)
-        wrapped = StorageError(f"cannot store the body: {exc}")
-        wrapped.received = received
-        raise wrapped from exc
-
-
-def pump_for(sockfd, filefd, buf, hasher, limit, linger=PUMP_LINGER):
-    """``streamio.pump`` on an I/O thread, lingering (``_Linger``) when the socket runs
-    dry. Same results as pump; DiskWriteError.received counts every round."""
-    total = 0
-    patience = _Linger(sockfd, linger)
-    while True:
-        try:
-            moved, status = streamio.pump(sockfd, filefd, buf, hasher, limit - total)
-        except streamio.DiskWriteError as exc:
-            exc.received = total + getattr(exc, "received", 0)
-            raise
-        total += moved
-        if status != streamio.AGAIN or total >= limit or not patience.wait():
-            return total, status
-
-
-def feed_pump(sock, buf, feed, limit, linger=PUMP_LINGER):
-    """``pump_for``'s twin for bodies that cannot take the fast path (an upload that
-    compresses, a TLS socket): recv into ``buf`` and hand each piece to ``feed``, on an
-    I/O thread. Same results as pump. A failure of ``feed`` is raised as a StorageError
-    (``_feed``); a socket error is raised as is."""
-    total = 0
-    view = memoryview(buf)
-    patience = _Linger(sock.fileno(), linger)
-    while total < limit:
-        try:
-            got = sock.recv_into(view, min(len(view), limit - total))
-        except WOULD_BLOCK:
-            if not patience.wait():
-                return total, streamio.AGAIN
-            continue
-        if got == 0:
-            return total, streamio.EOF
-        total += got
-        _feed(feed, view[:got], total)
-    return total, streamio.LIMIT
 
 
 def _run_job(job):
@@ -132,127 +54,6 @@ def _run_job(job):
     except Exception:
         log.exception("request handler failed")
         return Reply(500, body=b"internal error\n", reason="internal error")
-
-
-def chunked_pump(sock, buf, decoder, feed, linger=PUMP_LINGER):
-    """A chunked request body on an I/O thread: recv into ``buf``, decode, hand each
-    body piece to ``feed``, until the body ends, the socket runs dry (after ``linger``)
-    or the peer leaves. -> (bytes off the wire, body bytes, status, leftover) with
-    status AGAIN, EOF or LIMIT (the body ended; ``leftover`` is what followed it: a
-    pipelined request). ChunkedError and, from ``feed``, a StorageError (``_feed``;
-    ``received`` = wire bytes) are raised."""
-    wire = body = 0
-    view = memoryview(buf)
-    patience = _Linger(sock.fileno(), linger)
-    while True:
-        try:
-            got = sock.recv_into(view)
-        except WOULD_BLOCK:
-            if not patience.wait():
-                return wire, body, streamio.AGAIN, b""
-            continue
-        if got == 0:
-            return wire, body, streamio.EOF, b""
-        wire += got
-        pieces, used = decoder.feed(view[:got])
-        for piece in pieces:
-            _feed(feed, piece, wire)
-            body += len(piece)
-        if decoder.done:
-            return wire - (got - used), body, streamio.LIMIT, bytes(view[used:got])
-
-
-class StreamBody:
-    """A reply body produced piece by piece (e.g. decompressed from a chunk file):
-    ``read(n)`` returns up to ``n`` bytes (b"" only if the source ended early);
-    ``release()`` is called when done. ``remaining`` bytes are announced."""
-
-    __slots__ = ("read", "remaining", "release", "pending")
-
-    def __init__(self, read, length, release):
-        self.read = read
-        self.remaining = length
-        self.release = release
-        self.pending = b""  # read but not yet sent
-
-
-STREAM_PIECE = 256 << 10  # bytes a StreamBody is asked for per send
-
-
-class FileBody:
-    """Part of an open file to send with sendfile; ``release()`` is called when done."""
-
-    __slots__ = ("fd", "offset", "remaining", "release")
-
-    def __init__(self, fd, offset, length, release):
-        self.fd = fd
-        self.offset = offset
-        self.remaining = length
-        self.release = release
-
-
-class Reply:
-    """A response: status, [(name, value)] headers, and a bytes ``body`` or a ``file``
-    (FileBody or StreamBody).
-    ``length`` overrides Content-Length (HEAD replies); ``close`` ends the connection."""
-
-    __slots__ = ("status", "headers", "body", "file", "length", "close", "reason", "fields")
-
-    def __init__(self, status, headers=(), body=b"", file=None, length=None, close=False,
-                 reason="", fields=b""):
-        self.status = status
-        self.headers = headers
-        self.fields = fields  # pre-encoded header lines (see response.encode_fields)
-        self.body = body
-        self.file = file
-        self.length = length
-        self.close = close
-        self.reason = reason
-
-
-class BlockingReply:
-    """A reply that takes blocking work to build (hash a whole chunk, inflate up to a
-    range): ``job()`` runs on an I/O thread and returns the Reply, so a worker's loop
-    never stalls on it. ``job`` owns what it uses (it closes its files)."""
-
-    __slots__ = ("job",)
-
-    def __init__(self, job):
-        self.job = job
-
-
-class Exchange:
-    """What the access log and the counters need to know about one request."""
-
-    __slots__ = ("request", "started", "ttfb", "bytes_in", "bytes_out", "status", "kind",
-                 "reason", "reqid", "account", "bucket")
-
-    def __init__(self, request, started):
-        self.request = request
-        self.started = started
-        self.ttfb = 0.0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.status = 0
-        self.kind = "other"
-        self.reason = ""
-        self.reqid = ""
-        self.account = None
-        self.bucket = None
-
-
-def _exchange_of(core):
-    """An Exchange for what the compiled GET path did (the attributes of a
-    getcore.GetCore or of its pending getcore.Reply)."""
-    exchange = Exchange(core.request, core.started)
-    exchange.kind = core.kind
-    exchange.status = core.status
-    exchange.reqid = core.reqid
-    exchange.ttfb = core.ttfb
-    exchange.bytes_out = core.bytes_out
-    exchange.account = core.account
-    exchange.bucket = core.bucket
-    return exchange
 
 
 class Connection:
@@ -478,7 +279,7 @@ class Connection:
         """The access line of a reply the compiled path counted (done or cut short)."""
         app = self.app
         if app.logs_access():
-            app.log_access(_exchange_of(reply), self,
+            app.log_access(exchange_of(reply), self,
                            int((time.monotonic() - reply.started) * 1e6))
 
     def _fast_resume(self, reply):

@@ -2,13 +2,11 @@
 non-optimal placement), COPY (hard-link shallow copy), the legacy GET /update/{ID}, and
 GET /list. Mixed into RawxApp; errors are StorageError subclasses mapped in one table."""
 import json
-import os
 from urllib.parse import urlsplit
 
-from storage.errors import BadRequest, ChunkExists, ChunkNotFound, StorageError
-from storage.http.connection import Reply
+from storage.errors import BadRequest, ChunkExists, StorageError
+from storage.http.reply import Reply
 from storage.rawx import meta as chunkmeta
-from storage.repo import map_os_error
 
 LIST_DEFAULT = 1000
 LIST_MAX = 100_000

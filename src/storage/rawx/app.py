@@ -14,7 +14,7 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
                             VolumeUnavailable)
 from storage.fast import load
-from storage.http.connection import SMALL_FILE, BlockingReply, FileBody, Reply, StreamBody
+from storage.http.reply import SMALL_FILE, BlockingReply, FileBody, Reply, StreamBody
 from storage.http.response import encode_fields, last_modified
 from storage.rawx import compress
 from storage.rawx import meta as chunkmeta

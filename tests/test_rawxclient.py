@@ -1,11 +1,11 @@
-"""storage.ec.rawxclient against a real node: chunked PUT with trailers,
+"""storage.rawxclient against a real node: chunked PUT with trailers,
 ranged GET, HEAD with hash check, DELETE, errors."""
 import hashlib
 
 import pytest
 
 from nodeutil import CHUNK_HEADERS, chunk_id
-from storage.ec.rawxclient import META, RawxClient, RawxError, split_chunk_url
+from storage.rawxclient import META, RawxClient, RawxError, split_chunk_url
 
 EC_HEADERS = dict(CHUNK_HEADERS)
 EC_HEADERS["X-oio-Chunk-Meta-Content-Chunk-Method"] = "ec/algo=liberasurecode_rs_vand,k=6,m=3"

@@ -1,0 +1,100 @@
+"""What the application answers a request with, and what the access log and the
+counters know of an exchange: ``Reply`` (bytes, a ``FileBody`` sent with sendfile, or a
+``StreamBody`` produced piece by piece), ``BlockingReply`` (built by an I/O thread),
+``TaskReply`` (decided by a long task while the client gets keep-alive newlines) and
+``Exchange``."""
+
+SMALL_FILE = 64 << 10  # up to this size a file body is read and sent with the head
+
+
+class StreamBody:
+    """A reply body produced piece by piece (e.g. decompressed from a chunk file):
+    ``read(n)`` returns up to ``n`` bytes (b"" only if the source ended early);
+    ``release()`` is called when done. ``remaining`` bytes are announced."""
+
+    __slots__ = ("read", "remaining", "release", "pending")
+
+    def __init__(self, read, length, release):
+        self.read = read
+        self.remaining = length
+        self.release = release
+        self.pending = b""  # read but not yet sent
+
+
+STREAM_PIECE = 256 << 10  # bytes a StreamBody is asked for per send
+
+
+class FileBody:
+    """Part of an open file to send with sendfile; ``release()`` is called when done."""
+
+    __slots__ = ("fd", "offset", "remaining", "release")
+
+    def __init__(self, fd, offset, length, release):
+        self.fd = fd
+        self.offset = offset
+        self.remaining = length
+        self.release = release
+
+
+class Reply:
+    """A response: status, [(name, value)] headers, and a bytes ``body`` or a ``file``
+    (FileBody or StreamBody).
+    ``length`` overrides Content-Length (HEAD replies); ``close`` ends the connection."""
+
+    __slots__ = ("status", "headers", "body", "file", "length", "close", "reason", "fields")
+
+    def __init__(self, status, headers=(), body=b"", file=None, length=None, close=False,
+                 reason="", fields=b""):
+        self.status = status
+        self.headers = headers
+        self.fields = fields  # pre-encoded header lines (see response.encode_fields)
+        self.body = body
+        self.file = file
+        self.length = length
+        self.close = close
+        self.reason = reason
+
+
+class BlockingReply:
+    """A reply that takes blocking work to build (hash a whole chunk, inflate up to a
+    range): ``job()`` runs on an I/O thread and returns the Reply, so a worker's loop
+    never stalls on it. ``job`` owns what it uses (it closes its files)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job):
+        self.job = job
+
+
+class Exchange:
+    """What the access log and the counters need to know about one request."""
+
+    __slots__ = ("request", "started", "ttfb", "bytes_in", "bytes_out", "status", "kind",
+                 "reason", "reqid", "account", "bucket")
+
+    def __init__(self, request, started):
+        self.request = request
+        self.started = started
+        self.ttfb = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.status = 0
+        self.kind = "other"
+        self.reason = ""
+        self.reqid = ""
+        self.account = None
+        self.bucket = None
+
+
+def exchange_of(core):
+    """An Exchange for what the compiled GET path did (the attributes of a
+    getcore.GetCore or of its pending getcore.Reply)."""
+    exchange = Exchange(core.request, core.started)
+    exchange.kind = core.kind
+    exchange.status = core.status
+    exchange.reqid = core.reqid
+    exchange.ttfb = core.ttfb
+    exchange.bytes_out = core.bytes_out
+    exchange.account = core.account
+    exchange.bucket = core.bucket
+    return exchange
