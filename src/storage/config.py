@@ -79,6 +79,17 @@ class Config:
     access_log: str = "-"  # "-" = stderr, "off", or a file path
     shutdown_timeout: float = 10.0
     probe_interval: float = 5.0
+    # Admin operations (spec send.md, "Configuration (pinned)"): the htdigest file
+    # that guards SEND, SWAP and RSMC ("" = admin operations answer 403), the
+    # newline keep-alive period of SEND replies, what a feed SEND's timeout=true means.
+    admin_htdigest: str = ""
+    keepalive_interval: float = 5.0
+    feed_send_timeout: float = 30.0
+    # Ours: SEND transfers a worker runs at once (more wait their turn, up to
+    # send_queue), and the seconds a target may take to accept a connection or answer.
+    send_concurrency: int = 4
+    send_queue: int = 64
+    send_timeout: float = 60.0
 
     @property
     def listen(self):
@@ -178,6 +189,12 @@ _DIRECTIVES = {
     "probe_interval": ("probe_interval", _seconds),
     "tls_cert_file": ("tls_cert_file", lambda n, v: v),
     "tls_key_file": ("tls_key_file", lambda n, v: v),
+    "admin_htdigest": ("admin_htdigest", lambda n, v: v),
+    "keepalive_interval": ("keepalive_interval", _seconds),
+    "feed_send_timeout": ("feed_send_timeout", _seconds),
+    "send_concurrency": ("send_concurrency", lambda n, v: _int(n, v, 1, 256)),
+    "send_queue": ("send_queue", lambda n, v: _int(n, v, 0, 100000)),
+    "send_timeout": ("send_timeout", _seconds),
 }
 
 
@@ -259,6 +276,15 @@ def build(values):
             if not values.get(directive):
                 raise ConfigError(f"{directive}: tls_rawx_url needs tls_cert_file and "
                                   "tls_key_file")
+    htdigest = values.get("admin_htdigest")
+    if htdigest:
+        if not os.path.isabs(htdigest):
+            raise ConfigError(f"admin_htdigest: must be an absolute path, got {htdigest!r}")
+        from storage import auth  # the file must load now: a bad line stops the node
+        try:
+            auth.load_htdigest(htdigest)
+        except auth.HtdigestError as exc:
+            raise ConfigError(f"admin_htdigest: {exc}") from None
     access = values.get("access_log", "-")
     if access not in ("-", "off") and not os.path.isabs(access):
         raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")

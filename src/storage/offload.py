@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 
 
 class Offloader:
-    def __init__(self, loop, threads, buffer_size):
+    def __init__(self, loop, threads, buffer_size, name="pump"):
         self.loop = loop
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="pump")
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self.pending = 0  # jobs submitted whose callback has not run yet
         self.buffer_size = buffer_size
         self._local = threading.local()
         self._done = collections.deque()
@@ -39,10 +40,20 @@ class Offloader:
 
     def submit(self, job, callback):
         """Run ``job()`` on a thread; then ``callback(future)`` on the loop thread."""
+        self.pending += 1
         future = self.pool.submit(job)
         future.add_done_callback(lambda fut: self._finished(callback, fut))
 
+    def post(self, callback):
+        """Run ``callback()`` on the loop thread soon; callable from any thread."""
+        self._wake(callback, None)
+
     def _finished(self, callback, future):  # on the pool thread
+        self._wake(callback, future)
+
+    def _wake(self, callback, future):
+        if self.closed:  # the worker is exiting: nobody will run it
+            return
         self._done.append((callback, future))
         try:
             os.write(self._wfd, b"\0")
@@ -57,7 +68,11 @@ class Offloader:
         while self._done:
             callback, future = self._done.popleft()
             try:
-                callback(future)
+                if future is None:
+                    callback()
+                else:
+                    self.pending -= 1
+                    callback(future)
             except Exception:
                 log.exception("offloaded job callback failed")
 

@@ -28,8 +28,9 @@ from storage.fast import load
 from storage.http.head import HttpError, find_head_end, parse_head
 from storage.http.pumps import WOULD_BLOCK, chunked_pump, feed_pump, pump_for
 from storage.http.reply import (SMALL_FILE, STREAM_PIECE, BlockingReply, Exchange, FileBody,
-                                Reply, StreamBody, exchange_of)
+                                Reply, StreamBody, TaskReply, exchange_of)
 from storage.http.response import build_head
+from storage.http.taskstream import BUSY_REASON, TaskStream
 from storage.loop import READ, WRITE
 
 chunked = load("chunked")
@@ -40,7 +41,8 @@ LANE_CLOSE = load("getcore").CLOSE
 streamio = load("streamio")
 log = logging.getLogger(__name__)
 
-S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED, S_LANE = range(6)  # S_LANE: see GetLane
+# S_LANE: see GetLane; S_TASK: a TaskReply runs (see TaskStream)
+S_HEAD, S_BODY, S_DRAIN, S_WRITE, S_CLOSED, S_LANE, S_TASK = range(7)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DRAIN_LIMIT = 64 << 20  # bytes we are willing to read and discard to keep a connection
 HEAD_READ = 16 << 10  # bytes asked for per recv while reading a request head
@@ -77,6 +79,7 @@ class Connection:
         self.received = 0
         self.keep_alive = True
         self.pending_reply = None
+        self.task = None  # the TaskStream of a running TaskReply
         self._events = READ  # what the loop watches for us (0: out of it)
         self.busy = False  # an offloaded job holds our fds
         self.served = 0  # replies sent (a lane reports them only while logging)
@@ -110,6 +113,8 @@ class Connection:
         elif self.state == S_WRITE:
             # a pipelined request or EOF while we write: peek only to notice EOF
             self._read_more()
+        elif self.state == S_TASK:
+            self._read_during_task()
 
     def _read_more(self):
         buf = self.worker.buffer
@@ -317,6 +322,13 @@ class Connection:
                 self.busy = True
                 offloader.submit(result.job, self._job_done)
                 return
+        if type(result) is TaskReply:
+            if has_body:
+                self._reply_after_body(Reply(400, body=b"unexpected request body\n",
+                                             reason="unexpected body"))
+            else:
+                self._start_task(result)
+            return
         if isinstance(result, Reply):
             if has_body and result.status < 300:
                 result = Reply(400, body=b"unexpected request body\n", reason="unexpected body")
@@ -607,6 +619,52 @@ class Connection:
             reply.close = True
         self.send_reply(reply)
 
+    # ---- a TaskReply ---------------------------------------------------------------
+    def _start_task(self, task):
+        stream = TaskStream(self, task, self.worker.transfers)
+        if not stream.start():
+            task.cancel()  # never run: it releases what it holds
+            self.send_reply(Reply(503, [("Retry-After", "5")],
+                                  body=(BUSY_REASON + "\n").encode(), reason=BUSY_REASON))
+            return
+        self.task = stream
+        self.state = S_TASK
+        self.deadline = time.monotonic() + self.config.timeout_write_reply
+
+    def _read_during_task(self):
+        """While a task runs, read only to notice the client leaving (which cancels
+        it); a pipelined request waits in ``inbuf`` (bounded: reading stops)."""
+        buf = self.worker.buffer
+        try:
+            n = self.sock.recv_into(buf, min(HEAD_READ, len(buf)))
+        except WOULD_BLOCK:
+            return
+        except OSError:
+            n = 0
+        if not n:
+            self._client_gone()
+            return
+        self.inbuf += memoryview(buf)[:n]
+        if len(self.inbuf) > self.config.headers_buffer_size:
+            self._watch(0)
+
+    def stream_write(self, data, last, close=False, counted=True):
+        """Bytes of a TaskReply (TaskStream): sent now or queued; ``last`` ends the
+        exchange once they are out (``close``: and the connection). ``counted``
+        False for the head: the log and counters report body bytes."""
+        if not counted and self.exchange is not None:
+            self.exchange.bytes_out -= len(data)
+        if last:
+            self.task = None
+            self.state = S_WRITE
+            if close:
+                self.keep_alive = False
+        self.deadline = time.monotonic() + self.config.timeout_write_reply
+        self.out.append(data)
+        if self._events & WRITE:
+            return  # the socket is full: on_writable sends it
+        self._flush()
+
     # ---- writing -------------------------------------------------------------------
     def _send_now(self, data):
         try:
@@ -740,6 +798,12 @@ class Connection:
             return
         if self.exchange is not None:
             self.exchange.bytes_out += sent
+        if self.task is not None:  # all sent so far; the task goes on
+            if len(self.inbuf) <= self.config.headers_buffer_size:
+                self._watch(READ)
+            else:
+                self._watch(0)
+            return
         self._reply_done()
 
     def _send_file(self, item):
@@ -799,6 +863,9 @@ class Connection:
             reply = self.lane.release(self)
         else:
             reply, self.fast_reply = self.fast_reply, None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
         self.closed = True
         self.state = S_CLOSED
         exchange, self.exchange = self.exchange, None

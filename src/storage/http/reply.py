@@ -98,3 +98,40 @@ def exchange_of(core):
     exchange.account = core.account
     exchange.bucket = core.bucket
     return exchange
+
+
+class TaskOutcome:
+    """How a ``TaskReply`` ended: the status, the body lines (str, each sent with a
+    trailing newline; the last one is what line-reading clients look at) and the
+    trailer fields [(name, value)]."""
+
+    __slots__ = ("status", "lines", "trailers")
+
+    def __init__(self, status, lines=(), trailers=()):
+        self.status = status
+        self.lines = list(lines)
+        self.trailers = list(trailers)
+
+
+class TaskReply:
+    """A reply decided by a long blocking task (SEND) that runs on the worker's
+    transfer threads while the client waits.
+
+    ``run(progress)`` runs on a transfer thread and returns a ``TaskOutcome``. It
+    calls ``progress()`` (from its thread) once the outcome cannot be known before
+    the reply must start (a transfer began): the head goes out then with status 200,
+    as it does after ``interval`` seconds without an outcome. Until then an outcome
+    carries its own status in the status line. The body is chunked: a newline chunk
+    every ``interval`` seconds, then the outcome's lines and trailers. ``cancel()``
+    is called on the loop thread when the client leaves or the connection times
+    out; ``run`` must then end soon, leaving nothing half done. ``headers``
+    [(name, value)] and ``fields`` (encoded header lines) go in the head."""
+
+    __slots__ = ("run", "cancel", "headers", "fields", "interval")
+
+    def __init__(self, run, cancel, headers=(), fields=b"", interval=5.0):
+        self.run = run
+        self.cancel = cancel
+        self.headers = headers
+        self.fields = fields
+        self.interval = interval
