@@ -357,3 +357,38 @@ def test_load_file_not_utf8(tmp_path):
     path.write_bytes(BASE.encode() + b"service_id \xff\xfe\n")
     with pytest.raises(ConfigError):
         cfg.load_file(str(path))
+
+
+# -- admin operations (spec send.md, "Configuration (pinned)") -------------------------
+
+def test_admin_defaults():
+    conf = parse()
+    assert conf.admin_htdigest == ""
+    assert (conf.keepalive_interval, conf.feed_send_timeout) == (5.0, 30.0)
+    assert (conf.send_concurrency, conf.send_queue, conf.send_timeout) == (4, 64, 60.0)
+
+
+def test_admin_directives_are_read(tmp_path):
+    path = tmp_path / "admin.htdigest"
+    path.write_text("admin:CAStor administrator:" + "0" * 32 + "\n")
+    conf = parse(f"admin_htdigest {path}\nkeepalive_interval 0.5\nfeed_send_timeout 12\n"
+                 "send_concurrency 2\nsend_queue 0\nsend_timeout 7\n")
+    assert conf.admin_htdigest == str(path)
+    assert (conf.keepalive_interval, conf.feed_send_timeout) == (0.5, 12.0)
+    assert (conf.send_concurrency, conf.send_queue, conf.send_timeout) == (2, 0, 7.0)
+
+
+def test_a_bad_htdigest_file_names_its_line(tmp_path):
+    path = tmp_path / "admin.htdigest"
+    path.write_text("# admins\nadmin:CAStor administrator:" + "0" * 32 + "\nbroken line\n")
+    message = error_of(BASE + f"admin_htdigest {path}\n")
+    assert message.startswith("admin_htdigest: ") and f"{path}:3" in message
+    message = error_of(BASE + f"admin_htdigest {tmp_path / 'missing'}\n")
+    assert message.startswith("admin_htdigest: ") and "cannot read" in message
+    assert error_of(BASE + "admin_htdigest relative/file\n").startswith("admin_htdigest:")
+
+
+@pytest.mark.parametrize("line", ["keepalive_interval 0", "feed_send_timeout x",
+                                  "send_concurrency 0", "send_queue -1", "send_timeout -2"])
+def test_bad_admin_values_name_the_directive(line):
+    assert error_of(BASE + line + "\n").startswith(line.split()[0] + ":")

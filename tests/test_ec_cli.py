@@ -1,4 +1,4 @@
-"""storage.ec_cli: the ``ec`` sub-commands, in process and as a command."""
+"""storage.cli.ec: the ``ec`` sub-commands, in process and as a command."""
 import argparse
 import json
 import os
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from nodeutil import Node
-from storage import ec_cli
+from storage.cli import ec as ec_cli
 from storage.rawxclient import RawxClient, split_chunk_url
 
 MIB = 1 << 20
@@ -153,7 +153,7 @@ def test_rebuild_to_named_node_and_progress(cluster, tmp_path, capsys):
 def test_as_a_command_with_stdin(cluster, tmp_path):
     """The module's main() as a process: put from stdin, get to stdout."""
     data = random.Random(2).randbytes(300_000)
-    code = "import sys; from storage.ec_cli import main; sys.exit(main())"
+    code = "import sys; from storage.cli.ec import main; sys.exit(main())"
     nodes = ",".join(f"http://{n.host}" for n in cluster)
     put = subprocess.run([sys.executable, "-c", code, "put", "-", "--nodes", nodes,
                           "--path", "from-stdin"], input=data, capture_output=True, timeout=60)

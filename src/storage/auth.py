@@ -185,7 +185,7 @@ class ReplayTable:
 
     def record(self, key, nc, expires_ms, now_ms):
         """Record nonce count ``nc`` for the nonce ``key`` (16 bytes) living until
-        ``expires_ms``: RECORDED if ``nc`` beats the count seen so far, REPLAYED if not,
+        ``expires_ms`` (exclusive): RECORDED if ``nc`` beats the count seen so far, REPLAYED if not,
         FULL if the nonce is new and its window holds no expired slot."""
         start = int.from_bytes(key[:8], "little") % self.slots
         with self._thread_lock:
@@ -195,7 +195,7 @@ class ReplayTable:
                 for i in range(self.window):
                     slot = (start + i) % self.slots
                     seen_key, expires, seen_nc = _SLOT.unpack_from(self._map, slot * _SLOT.size)
-                    if expires < now_ms:
+                    if expires <= now_ms:
                         if free < 0:
                             free = slot
                     elif seen_key == key:
@@ -442,7 +442,7 @@ class AdminAuth:
         issued_ms = struct.unpack(">Q", head[:8])[0]
         now_ms = int(self._clock() * 1000)
         expires_ms = issued_ms + int(self.lifetime * 1000)
-        if not issued_ms <= now_ms <= expires_ms:
+        if not issued_ms <= now_ms < expires_ms:
             return _refused("expired nonce", stale=True)
         verdict = self.replay_table.record(mac[:16], int(creds.nc, 16), expires_ms, now_ms)
         if verdict == REPLAYED:
@@ -454,3 +454,44 @@ class AdminAuth:
 
 def _str(value):
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
+
+
+# -- the client side (storage-node send, tools) -------------------------------------------
+
+def parse_challenge(value):
+    """A WWW-Authenticate value (one challenge) -> (scheme lower-cased, {param: value}).
+    AuthError when it is not ``scheme auth-params`` (a Basic challenge has a realm)."""
+    data = _str(value).encode("latin-1", "replace").strip(b" \t")
+    if len(data) > MAX_AUTHORIZATION or not _PRINTABLE.match(data):
+        raise AuthError("malformed challenge")
+    m = _SCHEME.match(data)
+    if not m:
+        raise AuthError("no authentication scheme in the challenge")
+    return m.group().decode().lower(), _parse_params(data[m.end():].lstrip(b" "))
+
+
+def digest_authorization(challenge, user, password, method, uri, nc, cnonce):
+    """The Authorization value answering a Digest ``challenge`` (its params, from
+    parse_challenge) with qop=auth, nonce count ``nc`` (int) and ``cnonce`` (str)."""
+    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
+    algorithm = challenge.get("algorithm", "MD5")
+    qops = [q.strip().lower() for q in challenge.get("qop", "auth").split(",")]
+    if "auth" not in qops or algorithm.lower() not in ("md5", "md5-sess"):
+        raise AuthError(f"unsupported Digest challenge (qop {challenge.get('qop')!r}, "
+                        f"algorithm {algorithm!r})")
+    ha1 = _md5_hex(_utf8(user) + b":" + realm.encode() + b":" + _utf8(password))
+    if algorithm.lower() == "md5-sess":
+        ha1 = _md5_hex(f"{ha1}:{nonce}:{cnonce}".encode())
+    ha2 = _md5_hex(f"{method}:{uri}".encode())
+    count = f"{nc:08x}"
+    response = _md5_hex(f"{ha1}:{nonce}:{count}:{cnonce}:auth:{ha2}".encode())
+    value = (f'Digest username="{_quote(user)}", realm="{_quote(realm)}", '
+             f'nonce="{_quote(nonce)}", uri="{_quote(uri)}", response="{response}", '
+             f'qop=auth, nc={count}, cnonce="{_quote(cnonce)}", algorithm={algorithm}')
+    if "opaque" in challenge:
+        value += f', opaque="{_quote(challenge["opaque"])}"'
+    return value
+
+
+def _quote(text):
+    return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,15 +1,23 @@
-"""A small HTTP/1.1 client for RAWX chunk services (ours or oio-rawx).
+"""The node's one outbound HTTP/1.1 client for RAWX chunk services (ours or oio-rawx):
+EC objects, SEND, and later feeds and RSMC use it.
 
 One ``RawxClient`` per node holds one persistent connection (http.client);
 it is not thread-safe: give each thread its own. PUT streams the body with
-``Transfer-Encoding: chunked`` (one HTTP chunk per write) and sends the
-metadata known only at the end as trailers; GET reads a byte range as a
-stream; HEAD can ask the server to re-hash the chunk.
+``Transfer-Encoding: chunked`` (one HTTP chunk per write, or a chunk file sent by the
+compiled ``transfer.send_file`` without the GIL) and sends the metadata known only at
+the end as trailers; GET reads a byte range as a stream; HEAD can ask the server to
+re-hash the chunk; ``info()`` reads ``/info``. ``auth`` credentials go to the node as
+Basic on every request.
 """
+import base64
 import http.client
 import logging
+import socket
 from urllib.parse import urlsplit
 
+from storage.fast import load
+
+transfer = load("transfer")
 log = logging.getLogger(__name__)
 
 META = "X-oio-Chunk-Meta-"
@@ -37,7 +45,7 @@ def split_chunk_url(url):
 class RawxClient:
     """Requests to one RAWX node at ``base_url`` (http://host:port)."""
 
-    def __init__(self, base_url, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, base_url, timeout=DEFAULT_TIMEOUT, auth=None):
         parts = urlsplit(base_url if "://" in base_url else "http://" + base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"not an http node URL: {base_url!r}")
@@ -46,6 +54,10 @@ class RawxClient:
         self.port = parts.port or 80
         self.netloc = parts.netloc
         self.timeout = timeout
+        self._auth = {}
+        if auth is not None:  # (user, password)
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode("utf-8")).decode("ascii")
+            self._auth = {"Authorization": "Basic " + token}
         self._conn = None
         self._used = False      # the connection served a request already
 
@@ -53,6 +65,17 @@ class RawxClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def shutdown(self):
+        """Shut the connection down from another thread: a request blocked on it
+        fails at once (the connection itself is closed by its owner)."""
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _connection(self):
         if self._conn is None:
@@ -68,6 +91,8 @@ class RawxClient:
     def _simple(self, method, path, headers):
         """A body-less request, retried once on a fresh connection when a
         kept-alive one turns out to be closed. Returns the response (body unread)."""
+        if self._auth:
+            headers = {**headers, **self._auth}
         for attempt in (0, 1):
             conn = self._connection()
             reused = self._used
@@ -97,6 +122,26 @@ class RawxClient:
         except (OSError, http.client.HTTPException) as exc:
             raise self._fail("HEAD", exc) from exc
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+
+    def info(self):
+        """``GET /info``: {name: value} of its ``name value`` lines (``namespace``,
+        ``path``, ...). RawxError unless it answers 200."""
+        resp = self._simple("GET", "/info", {})
+        try:
+            body = resp.read(64 << 10)
+            if not resp.isclosed():
+                resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._fail("GET /info", exc) from exc
+        if resp.status != 200:
+            raise RawxError(f"GET /info on {self.base_url}: {resp.status} {resp.reason}",
+                            resp.status)
+        info = {}
+        for line in body.decode("utf-8", "replace").splitlines():
+            name, _, value = line.strip().partition(" ")
+            if name:
+                info[name] = value.strip()
+        return info
 
     def delete(self, chunk_id):
         """DELETE a chunk; returns the status (204, 404...)."""
@@ -132,7 +177,7 @@ class RawxClient:
         conn = self._connection()
         try:
             conn.putrequest("PUT", "/" + chunk_id, skip_accept_encoding=True)
-            for name, value in headers.items():
+            for name, value in {**headers, **self._auth}.items():
                 conn.putheader(name, value)
             conn.putheader("Transfer-Encoding", "chunked")
             if trailer_names:
@@ -209,6 +254,23 @@ class ChunkUpload:
         except OSError as exc:
             raise self._early_reply(exc) from exc
         self.sent += view.nbytes
+
+    def send_file(self, fd, offset, length, hasher, buf):
+        """Send ``length`` bytes of an open file from ``offset`` as HTTP chunks of at
+        most len(buf) bytes, hashing them into ``hasher`` (compiled, GIL released).
+        A file read error is raised as ``transfer.SourceReadError`` (an OSError); a
+        socket error or timeout as RawxError."""
+        sock = self.conn.sock
+        try:
+            sent = transfer.send_file(sock.fileno(), fd, offset, length, hasher, buf,
+                                      sock.gettimeout(), True)
+        except transfer.SourceReadError:
+            self.abort()
+            raise
+        except OSError as exc:
+            raise self._early_reply(exc) from exc
+        self.sent += sent
+        return sent
 
     def finish(self, trailers=None):
         """End the body with the trailers; returns the reply headers of the

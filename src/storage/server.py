@@ -22,8 +22,8 @@ import socket
 import sys
 import time
 
+from storage import auth, events, volume
 from storage import config as configmod
-from storage import events, volume
 from storage.http import lane, tls
 from storage.http.connection import Connection
 from storage.loop import READ, EventLoop
@@ -86,7 +86,7 @@ class Worker:
     """One process: an event loop, the chunk repository, the RAWX application."""
 
     def __init__(self, config, index, sock, stats, tls_sock=None, tls_context=None,
-                 ready_fd=None):
+                 ready_fd=None, admin=None):
         self.config = config
         self.index = index
         self.buffer = bytearray(config.buffer_size)
@@ -98,7 +98,8 @@ class Worker:
         repo = FsChunkRepo(config.docroot, config.hash_width, config.hash_depth, config.fsync,
                            config.fsync_dir, config.fallocate)
         self.events = events.from_config(config)  # after fork: it owns a thread
-        self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events)
+        self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events,
+                           admin=admin)
         self.listeners = [Listener(sock, self)]
         if tls_sock is not None:
             self.listeners.append(Listener(tls_sock, self, tls_context))
@@ -109,6 +110,9 @@ class Worker:
         self.offloader = None
         if config.io_threads:
             self.offloader = Offloader(self.loop, config.io_threads, config.buffer_size)
+        # SEND transfers: threads of their own (send_concurrency), so that long
+        # transfers never take the I/O threads uploads need
+        self.transfers = Offloader(self.loop, config.send_concurrency, 0, name="transfer")
         self._shutdown_at = None
         self._signal = None
 
@@ -149,6 +153,7 @@ class Worker:
                     conn.close()
                 if self.offloader is not None:
                     self.offloader.close()
+                self.transfers.close()
                 if self.events is not None:
                     self.events.close(1.0)
                 self.loop.stop()
@@ -249,6 +254,7 @@ class Master:
         self.tls_socks = []
         self.tls_context = None
         self.stats = None
+        self.admin = None  # auth.AdminAuth, made before fork (workers share its state)
         self._ready_r = self._ready_w = None
         self._awaiting_ready = 0
         self._handoff_deadline = None
@@ -275,6 +281,11 @@ class Master:
                 os.close(fd)  # TLS turned off by the reload
         self.config = config
         self.stats = SharedStats(len(self.socks))
+        if config.admin_htdigest:
+            # one nonce secret and one nonce-count table for every worker: a nonce any
+            # worker issued is good on all of them, and replays are seen by all
+            self.admin = auth.AdminAuth(auth.load_htdigest(config.admin_htdigest),
+                                        auth.new_secret(), auth.ReplayTable())
 
     def _spawn(self, index):
         # The master keeps its signals blocked (it waits for them with sigtimedwait); the
@@ -292,7 +303,7 @@ class Master:
                 tls_sock = self.tls_socks[index] if self.tls_socks else None
                 worker = Worker(self.config, index, self.socks[index], self.stats,
                                 tls_sock=tls_sock, tls_context=self.tls_context,
-                                ready_fd=self._ready_w)
+                                ready_fd=self._ready_w, admin=self.admin)
                 profile_dir = os.environ.get("STORAGE_NODE_PROFILE")
                 if profile_dir:  # debugging aid: cProfile stats per worker, dumped at exit
                     import cProfile

@@ -21,6 +21,7 @@ from storage.rawx import meta as chunkmeta
 from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
+from storage.send.route import SendRoutes
 from storage.stats import COUNTERS, INDEX
 
 streamio = load("streamio")
@@ -41,6 +42,7 @@ SKIP_INLINE = 1 << 20  # a compressed GET inflating past this offset does it on 
 ACCEPT_RANGES = (("Accept-Ranges", "bytes"),)
 CHUNK_METHODS = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "del",
                  "POST": "post", "COPY": "copy"}
+ALLOW = "GET, HEAD, PUT, DELETE, POST, COPY, SEND"
 
 
 def error_reply(exc):
@@ -201,19 +203,24 @@ class CompressedUpload(Upload):
         return super().finish(trailers, received)
 
 
-class RawxApp(AdminRoutes):
-    def __init__(self, config, repo, stats, volume=None, events=None):
+class RawxApp(AdminRoutes, SendRoutes):
+    def __init__(self, config, repo, stats, volume=None, events=None, admin=None):
         self.config = config
         self.repo = repo
         self.stats = stats
         self.volume = volume  # liveness probe state, or None
         self.events = events
+        self.admin = admin  # storage.auth.AdminAuth, None without admin_htdigest
         hosts = {config.listen}
         if config.tls_enabled:
             hosts.add(config.tls_listen)
         if config.service_id:
             hosts.add(config.service_id)
         self.allowed_hosts = hosts
+        # SCSP clients name the node by its bare address in admin requests (SEND)
+        self.bare_hosts = {config.listen_host}
+        if config.tls_enabled:
+            self.bare_hosts.add(config.tls_host)
         # listening on a wildcard address, any Host naming one of our ports is ours
         ports = set()
         if config.listen_host in ("0.0.0.0", "::"):
@@ -252,7 +259,8 @@ class RawxApp(AdminRoutes):
         reqid = request.headers.get("x-oio-req-id") or request.headers.get("x-trans-id", "")
         exchange.reqid = reqid[:63]
         host = request.headers.get("host", "")
-        if host and host not in self.allowed_hosts and not self._wildcard_ok(host):
+        if host and host not in self.allowed_hosts and not self._wildcard_ok(host) \
+                and not (request.method == "SEND" and host in self.bare_hosts):
             exchange.kind = "other"
             self.stats.start("other")
             return Reply(418, reason="wrong Host")
@@ -276,8 +284,10 @@ class RawxApp(AdminRoutes):
         if chunk_id is None:
             return bad_id_reply()
         handler = self._handlers.get(kind)
+        if handler is None and request.method == "SEND":
+            handler = self._chunk_send
         if handler is None:
-            return Reply(405, [("Allow", "GET, HEAD, PUT, DELETE, POST, COPY")],
+            return Reply(405, [("Allow", ALLOW)],
                          body=b"method not allowed\n", reason="method not allowed")
         try:
             return handler(chunk_id, request, exchange)

@@ -1,4 +1,5 @@
-"""The ``storage-node`` command line."""
+"""The ``storage-node`` command line: ``serve`` here, one module per other command
+group (``ec``, ``send``)."""
 import argparse
 import logging
 import sys
@@ -50,6 +51,9 @@ def cmd_serve(args):
     except VolumeError as exc:
         print(f"storage-node: {exc}", file=sys.stderr)
         return 2
+    except configmod.ConfigError as exc:  # a file it names changed since the check
+        print(f"storage-node: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"storage-node: cannot listen on {config.listen}: {exc.strerror}",
               file=sys.stderr)
@@ -65,8 +69,9 @@ def build_parser():
                        "(default: embedded, 127.0.0.1:6009, ./data/rawx)")
     serve.add_argument("--workers", type=int, help="override the workers directive")
     serve.set_defaults(func=cmd_serve)
-    from storage import ec_cli
-    ec_cli.add_subparser(sub)
+    from storage.cli import ec, send
+    ec.add_subparser(sub)
+    send.add_subparser(sub)
     return parser
 
 
