@@ -511,3 +511,33 @@ def test_send_on_the_tls_port(node_factory, htdigest, tmp_path):
     assert resp.status == 409 and resp.read().decode().endswith("returned: 409\n")
     conn.close()
     assert b.request("GET", f"/{cid}")[2] == a.request("GET", f"/{cid}")[2]
+
+
+def test_source_failing_mid_transfer_leaves_no_chunk(node_factory, htdigest):
+    """The source file shrinks under the transfer (a failing disk, an operator), then
+    the source node is killed in the middle of the next one: the target keeps nothing."""
+    b, relay = slow_target(node_factory, 2 << 20)
+    try:
+        a = node_factory(sub="a", admin_htdigest=htdigest)
+        cid = chunk_id(22)
+        put_chunk(a, cid, os.urandom(8 << 20))
+        thread, result = start_send(a, cid, send_headers(relay.host))
+        wait_for(lambda: relay.forwarded > 1 << 20, what="the transfer to start")
+        os.truncate(a.chunk_path(cid), 2 << 20)
+        thread.join(30)
+        status, _, pieces, trailers = result[0]
+        assert trailers == {"castor-system-result": "412"}, body_of(pieces)
+        assert "shorter" in body_of(pieces)
+        wait_for(lambda: b.access_lines(" 499 "), what="B to drop the upload")
+        assert head(b, cid)[0] == 404 and not os.path.exists(b.chunk_path(cid))
+
+        other = chunk_id(23)
+        put_chunk(a, other, os.urandom(8 << 20))
+        thread, result = start_send(a, other, send_headers(relay.host))
+        wait_for(lambda: relay.forwarded > (3 << 20), what="the second transfer")
+        a.kill()
+        thread.join(30)
+        wait_for(lambda: len(b.access_lines(" 499 ")) >= 2, what="B to drop it too")
+        assert head(b, other)[0] == 404 and not os.path.exists(b.chunk_path(other))
+    finally:
+        relay.close()
