@@ -48,3 +48,22 @@ def test_smoke(name, tmp_path):
     assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n" \
         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
+
+def test_setup_says_what_it_installs_and_why(tmp_path):
+    """Without nginx and wrk on PATH and without root, bench/setup.sh names each
+    package and its purpose, then stops before installing anything."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")
+    (bin_dir / "apt-get").write_text(f"#!/bin/sh\ntouch {tmp_path}/apt-ran\n")
+    for tool in ("id", "apt-get"):
+        os.chmod(bin_dir / tool, 0o755)
+    proc = subprocess.run(["/bin/bash", str(REPO / "bench" / "setup.sh")],
+                          env={"PATH": str(bin_dir)}, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1
+    assert "nginx-light: nginx with the WebDAV module" in proc.stdout
+    assert "wrk: the HTTP client that drives the GET rows" in proc.stdout
+    assert "apt-get install --no-install-recommends nginx-light wrk" in proc.stdout
+    assert "need root" in proc.stderr
+    assert not (tmp_path / "apt-ran").exists()
