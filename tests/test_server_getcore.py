@@ -148,12 +148,12 @@ class Pair:
         return outs[0]
 
     def counters(self):
-        """Each node's /stat counters but the timings; rep.bwritten without the bytes
+        """Each node's /stat counters but the timings; rep.bread without the bytes
         of the earlier /stat replies (they hold the timings, of any length)."""
         outs = []
         for node in self.nodes:
             values, size = stat_counters(node)
-            values["rep.bwritten"] -= self.stat_bytes.get(node.port, 0)
+            values["rep.bread"] -= self.stat_bytes.get(node.port, 0)
             self.stat_bytes[node.port] = self.stat_bytes.get(node.port, 0) + size
             outs.append(values)
         return outs
@@ -719,7 +719,7 @@ def test_counters_after_the_same_requests(pair):
     assert delta["req.hits.info"] == 6 and delta["req.hits.stat"] == 1  # probes, /stat
     assert delta["req.hits.head"] == 2
     assert delta["rep.hits.404"] == 1 and delta["rep.hits.4xx"] == 2
-    assert delta["rep.bwritten"] >= 2 * 5000 + 100  # two whole GETs, a range, probes
+    assert delta["rep.bread"] >= 2 * 5000 + 100  # two whole GETs, a range, probes
 
 
 # ---- is the core really answering on A? ----------------------------------------------
