@@ -219,7 +219,10 @@ def converse(node, data, methods, shut=False):
         if shut:
             sock.shutdown(socket.SHUT_WR)
         wire = Wire(sock)
-        replies = [wire.reply(m == "HEAD") for m in methods]
+        # a 418 names the node's own address: the same text for both nodes
+        replies = [(head, body.replace(node.host.encode(), b"{HOST}"))
+                   if head[:13] == b"HTTP/1.1 418 " else (head, body)
+                   for head, body in (wire.reply(m == "HEAD") for m in methods)]
         if shut or b"\r\nconnection: close\r\n" in replies[-1][0].lower() \
                 or replies[-1][0] == "EOF":
             return replies, ("closed", wire.to_eof())

@@ -34,7 +34,8 @@ STATUS = [  # most specific first
     (ChecksumMismatch, 412), (CorruptChunk, 412), (NoSpace, 507),
     (VolumeUnavailable, 503), (StorageError, 500),
 ]
-QUIET_BODY = {404, 409, 416, 418}
+QUIET_BODY = {404, 409, 416}
+WRONG_HOST_ECHO = 100  # characters of a foreign Host a 418 quotes
 META_CACHE_SIZE = 4096  # chunks whose metadata a worker keeps decoded
 RACY_SECONDS = 1.0
 EARLY_BYTES = 64 << 10  # body bytes an upload holds in memory until its file exists
@@ -256,7 +257,7 @@ class RawxApp(AdminRoutes):
         if host and host not in self.allowed_hosts and not self._wildcard_ok(host):
             exchange.kind = "other"
             self.stats.start("other")
-            return Reply(418, reason="wrong Host")
+            return self._wrong_host(host)
         path = "/" + request.path.lstrip("/")
         if path in ("/info", "/stat", "/list"):
             kind = "info" if path == "/info" else "stat" if path == "/stat" else "raw"
@@ -287,6 +288,13 @@ class RawxApp(AdminRoutes):
 
     def _wildcard_ok(self, host):
         return host.rpartition(":")[2] in self.wildcard_ports
+
+    def _wrong_host(self, host):
+        """418, oio-rawx's answer to a request meant for another service (a client
+        still using an address that moved), with a one-line reason as the 400s have."""
+        reason = (f"wrong Host {host[:WRONG_HOST_ECHO]}: this service is "
+                  f"{', '.join(sorted(self.allowed_hosts))}")
+        return Reply(418, body=(reason + "\n").encode("utf-8", "replace"), reason=reason)
 
     # ---- chunks --------------------------------------------------------------------
     def _chunk_put(self, chunk_id, request, exchange):
