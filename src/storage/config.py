@@ -220,10 +220,15 @@ def _log_level(name, value):
     return level
 
 
+def node_directives():
+    """The directive names this parser reads into the Config (aliases aside)."""
+    return set(_DIRECTIVES) | {"listen", "tls_rawx_url"}
+
+
 def known_directives():
     """Every directive name that loads without a warning."""
-    return (set(_DIRECTIVES) | {"listen", "tls_rawx_url"} | set(ALIASES)
-            | set(DEPRECATED_ALIASES) | OIO_RAWX_DIRECTIVES | OTHER_NODE_DIRECTIVES)
+    return (node_directives() | set(ALIASES) | set(DEPRECATED_ALIASES)
+            | OIO_RAWX_DIRECTIVES | OTHER_NODE_DIRECTIVES)
 
 
 def _ignore(name, source, lineno):
