@@ -171,6 +171,7 @@ class NodeLocks:
         return fds
 
     def handover_failed(self):
+        """The exec did not happen: the descriptors go back to close-on-exec."""
         for held in self.held.values():
             os.set_inheritable(held.fileno() if isinstance(held, socket.socket) else held,
                                False)
