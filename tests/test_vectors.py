@@ -7,6 +7,7 @@ import pathlib
 import re
 import sys
 
+import pytest
 from paths import EC_VECTORS, VECTORS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,6 +28,9 @@ def test_ec_vectors_are_in_the_repository():
 
 
 def test_regenerate_reproduces_the_committed_bytes():
+    made_by = json.loads((EC_VECTORS / "manifest.json").read_text())["generator"]
+    if regenerate.generator() != made_by:  # another liberasurecode writes other headers
+        pytest.skip(f"installed: {regenerate.generator()}; the vectors': {made_by}")
     files = regenerate.build()
     assert len(files) == 6 * 9 + 9 + 1
     assert regenerate.differences(files, EC_VECTORS) == []

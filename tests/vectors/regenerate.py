@@ -106,14 +106,20 @@ def metachunk_vectors(driver, files):
     return entry
 
 
+def generator():
+    """What makes the vectors here: pyeclib's and liberasurecode's versions (the
+    latter is written in every fragment header) and the driver's parameters."""
+    return (f"pyeclib {importlib.metadata.version('pyeclib')}, liberasurecode version "
+            f"0x{pyeclib_c.get_liberasurecode_version():06x}, "
+            f"ECDriver(k={K}, m={M}, ec_type='{EC_TYPE}', chksum_type='none')")
+
+
 def build():
     """-> {file name: bytes} of the whole vector set, manifest.json included."""
     driver = ECDriver(k=K, m=M, ec_type=EC_TYPE, chksum_type="none")
     files = {}
     manifest = {
-        "generator": f"pyeclib {importlib.metadata.version('pyeclib')}, liberasurecode "
-                     f"version 0x{pyeclib_c.get_liberasurecode_version():06x}, "
-                     f"ECDriver(k={K}, m={M}, ec_type='{EC_TYPE}', chksum_type='none')",
+        "generator": generator(),
         "input_rule": INPUT_RULE, "k": K, "m": M, "gf": GF,
         "generator_matrix_rows": generator_rows(driver),
         "segments": [segment_vectors(driver, size, files) for size in SEGMENT_SIZES],
