@@ -66,7 +66,7 @@ def test_kafka_settings_and_the_nodes_other_services_load_quietly(caplog):
     text = BASE + "kafka_acks all\nkafka_linger.ms 5\n" + "".join(
         f"{name} x\n" for name in ("admin_htdigest", "keepalive_interval",
                                    "feed_send_timeout", "feeds_config",
-                                   "send_concurrency", "send_timeout"))
+                                   "send_concurrency", "send_queue", "send_timeout"))
     assert warnings(caplog, text) == []
 
 

@@ -60,7 +60,7 @@ OIO_RAWX_PREFIXES = ("kafka_",)
 # Ours, read by the node's other services (admin, feeds, SEND): not this parser's.
 OTHER_NODE_DIRECTIVES = frozenset({
     "admin_htdigest", "keepalive_interval", "feed_send_timeout", "feeds_config",
-    "send_concurrency", "send_timeout",
+    "send_concurrency", "send_queue", "send_timeout",
 })
 
 # Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
