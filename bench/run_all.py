@@ -9,6 +9,11 @@ Each step runs in its own process; a failing step does not stop the next one.
 The exit status is the worst of the steps (1 if any failed or missed a target).
 
     .venv/bin/python bench/run_all.py [--quick] [--only get_4k,put_1m] [--skip-micro]
+    .venv/bin/python bench/run_all.py --smoke   # does every benchmark still run? seconds
+
+``--smoke`` runs every step in its smoke mode (``--smoke`` to the scripts, the pytest
+micro-benchmarks once each, not timed) and also the ``main()`` of every other bench
+script that has one: tests/test_bench_smoke.py runs these very steps.
 """
 
 import argparse
@@ -17,14 +22,17 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
-def steps(args):
-    """The (name, argv) steps to run, in order."""
+def steps(args, out_dir=None):
+    """The (name, argv) steps to run, in order (``out_dir``: see smoke_steps)."""
+    if args.smoke:
+        return smoke_steps(out_dir)
     py = sys.executable
     load = [py, os.path.join(HERE, "load.py")]
     if args.quick:
@@ -43,6 +51,32 @@ def steps(args):
         out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                               "--benchmark-enable"] + micro))
     return out
+
+
+def smoke_steps(out_dir=None):
+    """(name, argv) of every benchmark in its smoke mode: each script with a main()
+    (``if __name__ == "__main__"``) with ``--smoke``, then the pytest micro-benchmarks
+    run once each. ``out_dir`` receives load.py's report instead of bench/out/."""
+    py = sys.executable
+    out = []
+    for path in sorted(glob.glob(os.path.join(HERE, "*.py"))):
+        name = os.path.basename(path)
+        if name == "run_all.py" or not _has_main(path):
+            continue
+        argv = [py, path, "--smoke"]
+        if name == "load.py" and out_dir:
+            argv += ["--out", os.path.join(out_dir, "load-smoke.md")]
+        out.append((name[:-3], argv))
+    micro = micro_files()
+    if micro:
+        out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              "--benchmark-disable"] + micro))
+    return out
+
+
+def _has_main(script):
+    with open(script, encoding="utf-8", errors="replace") as f:
+        return re.search(r"^if __name__ == .__main__.:", f.read(), re.M) is not None
 
 
 def micro_files():
@@ -71,10 +105,18 @@ def main(argv=None):
     p.add_argument("--only", default="", help="load rows to run (see bench/load.py --help)")
     p.add_argument("--only-load", action="store_true", help="just the HTTP load comparison")
     p.add_argument("--skip-micro", action="store_true", help="no pytest micro-benchmarks")
+    p.add_argument("--smoke", action="store_true",
+                   help="every benchmark in its smoke mode: does it still run? (seconds)")
     args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        return run_steps(steps(args, out_dir=tmp))
+
+
+def run_steps(todo):
+    """Run (name, argv) steps in turn from the repo; -> 1 if any failed, else 0."""
     worst = 0
     summary = []
-    for name, cmd in steps(args):
+    for name, cmd in todo:
         print("== %s: %s" % (name, " ".join(cmd)), flush=True)
         t0 = time.monotonic()
         rc = subprocess.run(cmd, cwd=REPO).returncode

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the HTTP load benchmark needs: Debian's nginx (with the WebDAV
 # module, for PUT) and wrk. Idempotent; run as root. Does nothing when both are
-# already there.
+# already there; otherwise it first prints what it installs and why.
 set -euo pipefail
 
 have_dav_nginx() {
@@ -16,6 +16,18 @@ if [ ${#need[@]} -eq 0 ]; then
     echo "bench/setup.sh: nginx (dav) and wrk already installed"
     exit 0
 fi
+
+# Say what is installed and why before touching the system.
+echo "bench/setup.sh: the HTTP load benchmark (bench/load.py) needs system packages:"
+for pkg in "${need[@]}"; do
+    case "$pkg" in
+        nginx-light) echo "  nginx-light: nginx with the WebDAV module, the reference server" \
+                          "every row compares our node with (PUT needs WebDAV)" ;;
+        wrk) echo "  wrk: the HTTP client that drives the GET rows" ;;
+    esac
+done
+echo "  installing them with: apt-get install --no-install-recommends ${need[*]}" \
+     "(the package's own nginx service is kept from starting)"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench/setup.sh: need root to install: ${need[*]}" >&2

@@ -11,7 +11,7 @@ import threading
 import zlib
 
 import pytest
-from paths import EC_VECTORS
+from paths import EC_VECTORS, ec_vector_input
 from hypothesis import given, settings, strategies as st
 
 from conftest import twin_params
@@ -41,7 +41,7 @@ def segment_ids():
 
 @pytest.mark.parametrize("seg", MANIFEST["segments"], ids=segment_ids())
 def test_vectors_encode_decode(seg, fast_codec):
-    data = (VECTORS / seg["input_file"]).read_bytes()
+    data = ec_vector_input(seg)
     assert hashlib.sha256(data).hexdigest() == seg["input_sha256"]
     frags = fast_codec.encode(data)
     for f in seg["fragments"]:
@@ -56,7 +56,7 @@ def test_vectors_encode_decode(seg, fast_codec):
 
 def test_vector_metachunk_decodes_from_six_chunks(fast_codec):
     mc = MANIFEST["metachunk"]
-    data = (VECTORS / mc["input_file"]).read_bytes()
+    data = ec_vector_input(mc)
     chunks = {c["pos"]: (VECTORS / c["file"]).read_bytes() for c in mc["chunks"]}
     for c in mc["chunks"]:
         assert hashlib.sha256(chunks[c["pos"]]).hexdigest() == c["sha256"]

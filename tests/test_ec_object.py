@@ -9,7 +9,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from paths import EC_VECTORS
+from paths import EC_VECTORS, ec_vector_input
 from pyeclib.ec_iface import ECDriver as PyECDriver
 
 from nodeutil import Node
@@ -170,8 +170,7 @@ def test_vector_chunks_identical(cluster):
     """Our writer lays out the vectors' metachunk exactly as pyeclib did."""
     with open(os.path.join(VECTORS, "manifest.json")) as f:
         meta = json.load(f)["metachunk"]
-    with open(os.path.join(VECTORS, meta["input_file"]), "rb") as f:
-        data = f.read()
+    data = ec_vector_input(meta)
     desc = put(cluster, data)
     assert desc["md5"] == meta["input_md5"].upper()
     for entry in meta["chunks"]:

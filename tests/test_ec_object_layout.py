@@ -7,7 +7,7 @@ import os
 import random
 
 import pytest
-from paths import EC_VECTORS
+from paths import EC_VECTORS, ec_vector_input
 
 from storage.ec import Codec
 from storage.ec.layout import MIB, SEGMENT_SIZE, Layout, locate
@@ -112,8 +112,7 @@ def test_metachunk_vectors_follow_the_layout(layout):
         meta = json.load(f)["metachunk"]
     assert meta["ec_segment_size"] == layout.segment_size
     assert meta["ec_fragment_size"] == layout.full_fragment
-    with open(os.path.join(VECTORS, meta["input_file"]), "rb") as f:
-        data = f.read()
+    data = ec_vector_input(meta)
     assert len(data) == meta["input_size"]
     codec = Codec(6, 3)
     chunks = [bytearray() for _ in range(9)]

@@ -133,7 +133,7 @@ def test_counters_as_worker_stats_finish(mod, vol, pair):
     totals = vol.stats.totals()
     assert totals["req.hits"] == 2 and totals["req.hits.get"] == 1
     assert totals["req.hits.head"] == 1 and totals["rep.hits.2xx"] == 2
-    assert totals["rep.bwritten"] == 100 and totals["rep.hits.4xx"] == 0
+    assert totals["rep.bread"] == 100 and totals["rep.hits.4xx"] == 0
     assert totals["req.time"] == totals["req.time.get"] + totals["req.time.head"]
     assert totals["inflight.get"] == 0
     assert vol.stats.values[INDEX["req.hits"]] == 0  # the other worker's row
@@ -266,7 +266,7 @@ def test_big_body_goes_on_from_where_the_socket_filled(mod, tmp_path, pair):
     assert reply.finished and reply.remaining == 0 and reply.bytes_out == len(body)
     totals = vol.stats.totals()
     assert totals["req.hits"] == totals["req.hits.get"] == totals["rep.hits.2xx"] == 1
-    assert totals["rep.bwritten"] == len(body) and totals["inflight.get"] == 0
+    assert totals["rep.bread"] == len(body) and totals["inflight.get"] == 0
     assert reply.resume(server.fileno()) == mod.DONE  # over: nothing counted twice
     reply.abort()
     assert vol.stats.totals()["req.hits"] == 1
@@ -298,7 +298,7 @@ def test_small_body_left_over_is_one_bytes_object(mod, vol, pair):
     thread.join(10)
     same(got[0][len(filler):], want)
     assert reply.bytes_out == len(body) and reply.left == b""
-    assert vol.stats.totals()["rep.bwritten"] == len(body)
+    assert vol.stats.totals()["rep.bread"] == len(body)
 
 
 def test_pending_head_is_not_in_flight(mod, vol, pair):
@@ -346,7 +346,7 @@ def test_abort_releases_the_file_and_counts_once(mod, tmp_path, pair):
     assert reply.bytes_out == partial
     totals = vol.stats.totals()
     assert totals["req.hits"] == 1 and totals["inflight.get"] == 0
-    assert totals["rep.bwritten"] == partial
+    assert totals["rep.bread"] == partial
     assert reply.resume(server.fileno()) == mod.DONE
 
 

@@ -51,7 +51,7 @@ def test_answers_without_reporting(mod, vol, lane, pair):
         want = expected(200, body)
         same(read_reply(client, len(want)), want)
     totals = vol.stats.totals()
-    assert totals["req.hits.get"] == 3 and totals["rep.bwritten"] == 3 * len(body)
+    assert totals["req.hits.get"] == 3 and totals["rep.bread"] == 3 * len(body)
     assert len(lane) == 1
 
 
@@ -95,7 +95,7 @@ def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair):
     assert not lane.busy(server.fileno()) and len(lane) == 1
     totals = vol.stats.totals()
     assert totals["req.hits.get"] == 1 and totals["inflight.get"] == 0
-    assert totals["rep.bwritten"] == len(body)
+    assert totals["rep.bread"] == len(body)
     lane.close()
 
 

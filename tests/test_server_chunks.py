@@ -300,7 +300,8 @@ def test_info_and_stat(node):
     assert "config service_id rawx-test" in lines
     status, _, body = node.request("GET", "/stat?format=prometheus")
     assert status == 200
-    assert 'rawx_requests_hits_total{method="put"}' in body.decode()
+    assert 'rawx_requests_hits_total{service_id="rawx-test",volume="%s",namespace="OPENIO",' \
+        'method="put"}' % node.docroot in body.decode()
 
 
 def test_stat_counts_whole_node(node_factory):

@@ -141,7 +141,9 @@ def test_bad_request_line(node):
 
 def test_wrong_host_418(node):
     status, _, body = node.request("GET", "/info", headers={"Host": "10.1.2.3:6009"})
-    assert status == 418 and body == b""
+    assert status == 418  # oio-rawx's rule, with a one-line reason (the reference: none)
+    assert body == f"wrong Host 10.1.2.3:6009: this service is {node.host}, " \
+        "rawx-test\n".encode()
     assert node.request("GET", "/info", headers={"Host": "rawx-test"})[0] == 200
     assert statuses(node.raw(b"GET /info HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n")) \
         == [200]

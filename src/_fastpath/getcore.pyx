@@ -242,7 +242,7 @@ cdef class _Counters:
     cdef bint has_stats
     cdef int64_t *row
     cdef Py_ssize_t s_time, s_time_get, s_time_head, s_hits, s_hits_get, s_hits_head
-    cdef Py_ssize_t s_2xx, s_written, s_inflight_get
+    cdef Py_ssize_t s_2xx, s_bytes_out, s_inflight_get
 
     def __cinit__(self, stats, slots):
         self.has_stats = False
@@ -254,14 +254,14 @@ cdef class _Counters:
             raise ValueError("stats must be a buffer of int64")
         base = slots["base"]
         names = ("req.time", "req.time.get", "req.time.head", "req.hits",
-                 "req.hits.get", "req.hits.head", "rep.hits.2xx", "rep.bwritten",
+                 "req.hits.get", "req.hits.head", "rep.hits.2xx", "rep.bread",
                  "inflight.get")
         top = max(slots[name] for name in names) + base
         if base < 0 or top >= self.view.len // 8:
             raise ValueError("stats slots out of the buffer")
         self.row = (<int64_t *>self.view.buf) + <Py_ssize_t>base
         (self.s_time, self.s_time_get, self.s_time_head, self.s_hits, self.s_hits_get,
-         self.s_hits_head, self.s_2xx, self.s_written, self.s_inflight_get) = \
+         self.s_hits_head, self.s_2xx, self.s_bytes_out, self.s_inflight_get) = \
             [slots[n] for n in names]
 
     def __dealloc__(self):
@@ -278,7 +278,7 @@ cdef class _Counters:
         row[self.s_time] += micros
         row[self.s_hits] += 1
         row[self.s_2xx] += 1
-        row[self.s_written] += bytes_out
+        row[self.s_bytes_out] += bytes_out
         if head:
             row[self.s_time_head] += micros
             row[self.s_hits_head] += 1

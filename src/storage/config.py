@@ -2,10 +2,14 @@
 
 Format (spec rawx.md section 9): one ``name value`` per line; only the second
 whitespace-separated field is read, unless it starts with a double quote, in which case
-the quoted value is taken whole; ``#`` lines and unknown names are ignored (deployments
-share files with other tools). Deprecated ``grid_*`` aliases are accepted with a warning.
+the quoted value is taken whole; ``#`` lines are comments. Deprecated ``grid_*`` aliases
+are accepted with a warning. A name that is neither ours nor one oio-rawx reads is
+ignored with a warning naming the line (a misspelled ``fsycn on`` must not silently
+leave durability off); oio-rawx's own directives that the node does not use are
+ignored quietly, so the reference's files load as they are.
 """
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -32,6 +36,32 @@ DEPRECATED_ALIASES = {
     "tcp_keepalive": "http_keepalive",
 }
 ALIASES = {"Listen": "listen", "compress": "compression"}
+
+# Every directive oio-rawx reads (rawx/conf_reader.go of oio-sds: loadedOpts and
+# deprecatedOpts, 2024), and the prefix of its Kafka settings. Those the node does not
+# use (syslog_id, fadvise_*, sock_tcp_*, log_*_format, statsd_*, ...) load silently.
+OIO_RAWX_DIRECTIVES = frozenset({
+    "listen", "Listen", "namespace", "service_id", "syslog_id", "hash_width",
+    "hash_depth", "fsync", "fsync_dir", "docroot", "compression", "compress",
+    "fallocate", "http_keepalive", "checksum", "buffer_size", "fadvise_upload",
+    "fadvise_download", "open_nonblock", "shallow_copy", "event_conn_attempts",
+    "max_connections", "timeout_read_header", "timeout_read_request",
+    "timeout_write_reply", "timeout_idle", "timeout_conn_event", "timeout_send_event",
+    "headers_buffer_size", "sock_tcp_cork", "sock_tcp_nodelay", "events", "topic",
+    "tls_cert_file", "tls_key_file", "tls_rawx_url", "log_access_get", "log_access_put",
+    "log_access_delete", "log_access_format", "log_request_format", "log_event_format",
+    "log_format", "log_level", "statsd_addr", "statsd_prefix", "graceful_stop_timeout",
+    "tcp_keepalive", "grid_namespace", "grid_hash_width", "grid_hash_depth", "grid_fsync",
+    "grid_fsync_dir", "grid_docroot", "grid_compression", "grid_compress",
+    "grid_fallocate", "grid_service_id", "grid_checksum", "grid_buffer_size",
+    "grid_fadvise_upload", "grid_fadvise_download",
+})
+OIO_RAWX_PREFIXES = ("kafka_",)
+# Ours, read by the node's other services (admin, feeds, SEND): not this parser's.
+OTHER_NODE_DIRECTIVES = frozenset({
+    "admin_htdigest", "keepalive_interval", "feed_send_timeout", "feeds_config",
+    "send_concurrency", "send_queue", "send_timeout",
+})
 
 # Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
 # means plain decimal numbers.
@@ -207,6 +237,30 @@ def _log_level(name, value):
     return level
 
 
+def node_directives():
+    """The directive names this parser reads into the Config (aliases aside)."""
+    return set(_DIRECTIVES) | {"listen", "tls_rawx_url"}
+
+
+def known_directives():
+    """Every directive name that loads without a warning."""
+    return (node_directives() | set(ALIASES) | set(DEPRECATED_ALIASES)
+            | OIO_RAWX_DIRECTIVES | OTHER_NODE_DIRECTIVES)
+
+
+def _ignore(name, source, lineno):
+    """A directive the node does not use: quiet if oio-rawx or another service of
+    ours reads it, else a warning (with the closest known name, if any)."""
+    if name in OIO_RAWX_DIRECTIVES or name in OTHER_NODE_DIRECTIVES \
+            or name.startswith(OIO_RAWX_PREFIXES):
+        log.debug("%s:%d: ignoring %s (not used by storage-node)", source, lineno, name)
+        return
+    close = difflib.get_close_matches(name, sorted(known_directives()), n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    log.warning("%s:%d: unknown directive %s ignored (neither storage-node's nor "
+                "oio-rawx's)%s", source, lineno, name, hint)
+
+
 def _split_line(line):
     """-> (name, value) or None for blank/comment lines. Only field 2 is read."""
     stripped = line.strip()
@@ -249,7 +303,7 @@ def parse_text(text, source="<config>"):
             values["tls_host"], values["tls_port"] = parse_listen(raw, name)
             continue
         if name not in _DIRECTIVES:
-            log.debug("%s:%d: ignoring unknown directive %s", source, lineno, name)
+            _ignore(name, source, lineno)
             continue
         field, convert = _DIRECTIVES[name]
         if not raw:

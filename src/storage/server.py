@@ -12,6 +12,11 @@ listening sockets inherited. The new image forks new workers on the very same so
 waits until they serve, then sends SIGTERM to the old workers, which stop accepting
 and finish their in-flight requests. No queued connection is lost: the sockets never
 close, and the kernel hands their queues to whichever worker accepts first.
+
+One node per address and per volume (``storage.instance``): the master holds an
+address lock and a volume lock for its life, and probes a fresh address before it
+binds it, so a second node on the same address or docroot fails at start. The locks
+are handed over with the sockets on SIGHUP.
 """
 import ctypes
 import dataclasses
@@ -22,7 +27,7 @@ import socket
 import sys
 import time
 
-from storage import auth, events, volume
+from storage import auth, events, instance, volume
 from storage import config as configmod
 from storage.http import lane, tls
 from storage.http.connection import Connection
@@ -199,7 +204,8 @@ def _die_with_parent():
 
 
 def _parse_inherit(text):
-    """'plain=3,4;tls=5,6;old=120,121' (what a reloading master hands over) -> dict."""
+    """'plain=3,4;tls=5,6;old=120,121;locks=7,8' (what a reloading master hands over)
+    -> dict."""
     found = {}
     for part in filter(None, text.split(";")):
         name, _, values = part.partition("=")
@@ -210,6 +216,17 @@ def _parse_inherit(text):
 def _same_address(sock, host, port):
     name = sock.getsockname()
     return name[0] == host and (port == 0 or name[1] == port)
+
+
+def _inherited_at(fds, host, port):
+    """Whether the inherited listening sockets ``fds`` are bound to host:port."""
+    if not fds:
+        return False
+    sock = socket.socket(fileno=fds[0])
+    try:
+        return _same_address(sock, host, port)
+    finally:
+        sock.detach()  # _listen adopts it
 
 
 def _listen(host, port, count, inherited_fds):
@@ -255,16 +272,27 @@ class Master:
         self.tls_context = None
         self.stats = None
         self.admin = None  # auth.AdminAuth, made before fork (workers share its state)
+        self.locks = instance.NodeLocks()  # one node per address and per volume
+        self.lock_keys = set()
         self._ready_r = self._ready_w = None
         self._awaiting_ready = 0
         self._handoff_deadline = None
 
     def start(self):
-        volume.prepare(self.config)
         config = self.config
+        inherited = _parse_inherit(os.environ.pop(INHERIT_ENV, ""))
+        self.locks.adopt(inherited.get("locks", ()))
+        fresh = [(config.listen_host, config.listen_port)]
+        if _inherited_at(inherited.get("plain", ()), *fresh[0]):
+            fresh = []  # our own sockets are there: nothing to probe
+        if config.tls_enabled and not _inherited_at(inherited.get("tls", ()),
+                                                    config.tls_host, config.tls_port):
+            fresh.append((config.tls_host, config.tls_port))
+        self.lock_keys = self.locks.claim(config, fresh)
+        self.locks.keep(self.lock_keys)  # a reload that moved the node frees the old ones
+        volume.prepare(config)
         if config.tls_enabled:
             self.tls_context = tls.server_context(config.tls_cert_file, config.tls_key_file)
-        inherited = _parse_inherit(os.environ.pop(INHERIT_ENV, ""))
         self.old_workers = set(inherited.get("old", ()))
         self.socks = _listen(config.listen_host, config.listen_port, config.worker_count,
                              inherited.get("plain", ()))
@@ -296,6 +324,7 @@ class Master:
             self.children.clear()
             try:
                 _die_with_parent()
+                self.locks.close_in_child()
                 os.close(self._ready_r)
                 for i, sock in enumerate(self.socks + self.tls_socks):
                     if i != index and i != len(self.socks) + index:
@@ -384,15 +413,25 @@ class Master:
             volume.check_lock(config)
             if config.tls_enabled:
                 tls.server_context(config.tls_cert_file, config.tls_key_file)
-        except (configmod.ConfigError, volume.VolumeError, tls.TlsSetupError) as exc:
+            # a reload that moves the node takes the new address or volume first
+            current = self.config
+            fresh = [(host, port) for host, port, now in (
+                (config.listen_host, config.listen_port,
+                 (current.listen_host, current.listen_port)),
+                (config.tls_host, config.tls_port, (current.tls_host, current.tls_port)))
+                if host and port and (host, port) != now]
+            self.locks.claim(config, fresh)
+        except (configmod.ConfigError, volume.VolumeError, tls.TlsSetupError,
+                instance.AlreadyServed) as exc:
             log.error("reload refused, the node keeps its running configuration: %s", exc)
             return
         socks = self.socks + self.tls_socks
         old = list(self.children) + list(self.old_workers)
-        handover = "plain={};tls={};old={}".format(
+        handover = "plain={};tls={};old={};locks={}".format(
             ",".join(str(sock.fileno()) for sock in self.socks),
             ",".join(str(sock.fileno()) for sock in self.tls_socks),
-            ",".join(str(pid) for pid in old))
+            ",".join(str(pid) for pid in old),
+            ",".join(str(fd) for fd in self.locks.handover()))
         env = dict(os.environ)
         env[INHERIT_ENV] = handover
         argv = [sys.executable] + sys.orig_argv[1:]
@@ -410,6 +449,8 @@ class Master:
                       sys.executable, exc)
             for sock in socks:
                 sock.set_inheritable(False)
+            self.locks.handover_failed()
+            self.locks.keep(self.lock_keys)
 
     def run(self):
         signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)

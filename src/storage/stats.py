@@ -87,8 +87,8 @@ class WorkerStats:
             v[b + _REP_5XX] += 1
         else:
             v[b + _REP_OTHER] += 1
-        v[b + _BREAD] += bytes_in
-        v[b + _BWRITTEN] += bytes_out
+        v[b + _BREAD] += bytes_out  # the reference's names: bytes read from the volume
+        v[b + _BWRITTEN] += bytes_in  # and bytes written to it
 
     def gauge_add(self, name, delta):
         self.values[self.base + INDEX[name]] += delta

@@ -5,6 +5,7 @@ import logging
 import sys
 
 from storage import config as configmod
+from storage.instance import AlreadyServed
 from storage.volume import VolumeError
 
 ACCESS_FORMAT = "%(message)s"
@@ -54,6 +55,9 @@ def cmd_serve(args):
     except configmod.ConfigError as exc:  # a file it names changed since the check
         print(f"storage-node: configuration error: {exc}", file=sys.stderr)
         return 2
+    except AlreadyServed as exc:  # a second node on a served address or volume
+        print(f"storage-node: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"storage-node: cannot listen on {config.listen}: {exc.strerror}",
               file=sys.stderr)

@@ -25,7 +25,7 @@ MAX_DIGITS = 18
 _RANGE = re.compile(rb"bytes=([0-9]*)-([0-9]*)\Z")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{24,64}\Z", re.ASCII)
 _STATS = ("req.time", "req.time.get", "req.time.head", "req.hits", "req.hits.get",
-          "req.hits.head", "rep.hits.2xx", "rep.bwritten", "inflight.get")
+          "req.hits.head", "rep.hits.2xx", "rep.bread", "inflight.get")
 
 
 def _range_of(raw, size):
@@ -293,7 +293,7 @@ class _Counters:
         v[s["req.time"]] += micros
         v[s["req.hits"]] += 1
         v[s["rep.hits.2xx"]] += 1
-        v[s["rep.bwritten"]] += bytes_out
+        v[s["rep.bread"]] += bytes_out
         v[s["req.time." + kind]] += micros
         v[s["req.hits." + kind]] += 1
 

@@ -18,6 +18,7 @@ from storage.http.reply import SMALL_FILE, BlockingReply, FileBody, Reply, Strea
 from storage.http.response import encode_fields, last_modified
 from storage.rawx import compress
 from storage.rawx import meta as chunkmeta
+from storage.rawx import metrics
 from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
@@ -34,7 +35,8 @@ STATUS = [  # most specific first
     (ChecksumMismatch, 412), (CorruptChunk, 412), (NoSpace, 507),
     (VolumeUnavailable, 503), (StorageError, 500),
 ]
-QUIET_BODY = {404, 409, 416, 418}
+QUIET_BODY = {404, 409, 416}
+WRONG_HOST_ECHO = 100  # characters of a foreign Host a 418 quotes
 META_CACHE_SIZE = 4096  # chunks whose metadata a worker keeps decoded
 RACY_SECONDS = 1.0
 EARLY_BYTES = 64 << 10  # body bytes an upload holds in memory until its file exists
@@ -263,7 +265,7 @@ class RawxApp(AdminRoutes, SendRoutes):
                 and not (request.method == "SEND" and host in self.bare_hosts):
             exchange.kind = "other"
             self.stats.start("other")
-            return Reply(418, reason="wrong Host")
+            return self._wrong_host(host)
         path = "/" + request.path.lstrip("/")
         if path in ("/info", "/stat", "/list"):
             kind = "info" if path == "/info" else "stat" if path == "/stat" else "raw"
@@ -296,6 +298,13 @@ class RawxApp(AdminRoutes, SendRoutes):
 
     def _wildcard_ok(self, host):
         return host.rpartition(":")[2] in self.wildcard_ports
+
+    def _wrong_host(self, host):
+        """418, oio-rawx's answer to a request meant for another service (a client
+        still using an address that moved), with a one-line reason as the 400s have."""
+        reason = (f"wrong Host {host[:WRONG_HOST_ECHO]}: this service is "
+                  f"{', '.join(sorted(self.allowed_hosts))}")
+        return Reply(418, body=(reason + "\n").encode("utf-8", "replace"), reason=reason)
 
     # ---- chunks --------------------------------------------------------------------
     def _chunk_put(self, chunk_id, request, exchange):
@@ -545,48 +554,26 @@ class RawxApp(AdminRoutes, SendRoutes):
         lines = [f"counter {name} {totals[name]}" for name in COUNTERS]
         lines.append(f"config volume {self.config.docroot}")
         lines.append(f"config service_id {self.config.service_id}")
-        lines += self._gauge_lines(totals, "gauge {} {}")
+        lines += [f"gauge {name} {value}" for name, value in self._gauges(totals).items()]
         return Reply(200, [("Content-Type", "text/plain")],
                      body=("\n".join(lines) + "\n").encode())
 
-    def _gauge_lines(self, totals, fmt):
+    def _gauges(self, totals):
+        """{volume.free_bytes, volume.used_bytes, connections}: the volume's
+        filesystem (bytes; 0 when statvfs fails) and the node's open connections."""
         try:
             vfs = os.statvfs(self.config.docroot)
             free = vfs.f_bavail * vfs.f_frsize
             used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
         except OSError:
             free = used = 0
-        return [fmt.format("volume.free_bytes", free), fmt.format("volume.used_bytes", used),
-                fmt.format("connections", totals["connections"])]
+        return {"volume.free_bytes": free, "volume.used_bytes": used,
+                "connections": totals["connections"]}
 
     def _stat_prometheus(self):
         totals = self.stats.shared.totals()
-        out = ["# TYPE rawx_requests_hits_total counter"]
-        from storage.stats import KINDS
-        for kind in KINDS:
-            out.append(f'rawx_requests_hits_total{{method="{kind}"}} {totals["req.hits." + kind]}')
-        out.append("# TYPE rawx_requests_time_microseconds_total counter")
-        for kind in KINDS:
-            out.append(f'rawx_requests_time_microseconds_total{{method="{kind}"}} '
-                       f'{totals["req.time." + kind]}')
-        out.append("# TYPE rawx_replies_hits_total counter")
-        for status in ("2xx", "4xx", "5xx", "other", "403", "404"):
-            out.append(f'rawx_replies_hits_total{{status="{status}"}} '
-                       f'{totals["rep.hits." + status]}')
-        out.append("# TYPE rawx_bytes_read_total counter")
-        out.append(f"rawx_bytes_read_total {totals['rep.bread']}")
-        out.append("# TYPE rawx_bytes_written_total counter")
-        out.append(f"rawx_bytes_written_total {totals['rep.bwritten']}")
-        gauges = self._gauge_lines(totals, "{} {}")
-        names = {"volume.free_bytes": "rawx_volume_free_bytes",
-                 "volume.used_bytes": "rawx_volume_used_bytes",
-                 "connections": "rawx_open_connections"}
-        for line in gauges:
-            name, value = line.split()
-            out.append(f"# TYPE {names[name]} gauge")
-            out.append(f"{names[name]} {value}")
-        return Reply(200, [("Content-Type", "text/plain; version=0.0.4")],
-                     body=("\n".join(out) + "\n").encode())
+        text = metrics.render(totals, self._gauges(totals), self.config)
+        return Reply(200, [("Content-Type", metrics.CONTENT_TYPE)], body=text.encode())
 
     # ---- accounting ----------------------------------------------------------------
     def record(self, exchange, conn):
