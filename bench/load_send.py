@@ -9,7 +9,9 @@
    while 10 chunks of 64 MiB are copied at once by curl (A serves 10 big GETs: the
    cost of the bytes alone), and while 10 SENDs of them run. Reported: p50 / p99.
 
-    .venv/bin/python bench/load_send.py [--quick] [--repeat N]
+    .venv/bin/python bench/load_send.py [--quick | --smoke] [--repeat N]
+
+``--smoke`` only checks that it runs (tiny chunks, a fraction of a second each).
 
 Only 127.0.0.1 is used; every loop is bounded in count and time.
 """
@@ -121,6 +123,9 @@ def get_latencies(port, cid, seconds, stop=None):
 
 
 def pct(values, q):
+    """The q-quantile of ``values`` (seconds) in ms; NaN for no values."""
+    if not values:
+        return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1e3
 
@@ -167,7 +172,7 @@ def latency_table(a, b, size, senders, seconds):
     print(f"\nGET 4 KiB on A (one keep-alive connection), alone and while {senders} chunks of "
           f"{size // MIB} MiB are copied to B at once")
     print(f"{'while':>16} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 vs alone':>13}")
-    base = pct(alone, 0.99)
+    base = pct(alone, 0.99) or float("nan")
     for name, values, running in rows:
         note = "" if running else "  (the copies ended before the window)"
         print(f"{name:>16} {len(values):>9} {pct(values, 0.5):>8.3f} {pct(values, 0.99):>8.3f} "
@@ -177,10 +182,14 @@ def latency_table(a, b, size, senders, seconds):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small counts, 1 round")
+    p.add_argument("--smoke", action="store_true", help="does it run? (seconds)")
     p.add_argument("--repeat", type=int, default=3, help="rounds per size (default 3)")
     args = p.parse_args(argv)
-    repeat = 1 if args.quick else args.repeat
-    plan = [(MIB, 10 if args.quick else 64), (64 * MIB, 1 if args.quick else 4)]
+    repeat = 1 if args.quick or args.smoke else args.repeat
+    if args.smoke:
+        plan = [(MIB, 2), (8 * MIB, 1)]
+    else:
+        plan = [(MIB, 10 if args.quick else 64), (64 * MIB, 1 if args.quick else 4)]
     tmp = tempfile.mkdtemp(prefix="bench-send-")
     digest = os.path.join(tmp, "admin.htdigest")
     ha1 = hashlib.md5(f"admin:CAStor administrator:{PASSWORD}".encode()).hexdigest()
@@ -201,8 +210,9 @@ def main(argv=None):
                 send, curl = throughput(a, b, size, count, repeat)
                 print(f"{size // MIB:>6}Mi {count:>6} {send:>10.0f} {curl:>10.0f} "
                       f"{send / curl:>5.2f}x", flush=True)
-            size = 8 * MIB if args.quick else 64 * MIB
-            latency_table(a, b, size, 10, 1.0 if args.quick else 3.0)
+            size = MIB if args.smoke else 8 * MIB if args.quick else 64 * MIB
+            seconds = 0.2 if args.smoke else 1.0 if args.quick else 3.0
+            latency_table(a, b, size, 10, seconds)
     except Exception as exc:
         print(f"load_send: failed: {exc!r}", file=sys.stderr)
         failed = True
