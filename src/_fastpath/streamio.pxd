@@ -43,3 +43,10 @@ cdef class Md5:
 
     cdef int _acquire(self) except -1
     cdef void _release(self) noexcept
+
+
+# Hash n bytes at p into an Md5's OpenSSL context (ctx), or when ctx is NULL
+# into its md5mb state: 1 on success, 0 on failure (OpenSSL only). Needs no
+# GIL; the caller holds the Md5's lock (_acquire) for the whole update.
+cdef int _md5_update(EVP_MD_CTX *ctx, md5mb_state *state, const void *p,
+                     size_t n) noexcept nogil
