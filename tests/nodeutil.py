@@ -42,6 +42,7 @@ class Node:
         self.proc = None
         self.port = None
         self.tls_port = None
+        self.rsmc_port = None
         self.stderr_path = tmp_path / "stderr.log"
 
     def start(self, timeout=15, env=None):
@@ -64,6 +65,8 @@ class Node:
                     self.port = int(match.group(1))
                     tls_match = re.search(rb"https://127\.0\.0\.1:(\d+)", line)
                     self.tls_port = int(tls_match.group(1)) if tls_match else None
+                    rsmc_match = re.search(rb"rsmc 127\.0\.0\.1:(\d+)", line)
+                    self.rsmc_port = int(rsmc_match.group(1)) if rsmc_match else None
                     return self
             if self.proc.poll() is not None:
                 break

@@ -61,6 +61,7 @@ OIO_RAWX_PREFIXES = ("kafka_",)
 OTHER_NODE_DIRECTIVES = frozenset({
     "admin_htdigest", "keepalive_interval", "feed_send_timeout", "feeds_config",
     "send_concurrency", "send_queue", "send_timeout",
+    "swap_listen", "swap_tls", "swap_peers", "swap_files_dir",
 })
 
 # Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
@@ -120,6 +121,12 @@ class Config:
     send_concurrency: int = 4
     send_queue: int = 64
     send_timeout: float = 60.0
+    # RSMC (spec rsmc.md, pinned): the management listener ("" = off), the networks
+    # RECEIVE may fetch from and SEND push to, the request log backups kept at start.
+    rsmc_host: str = ""
+    rsmc_port: int = 0
+    rsmc_peers: str = "127.0.0.0/8,::1/128"
+    rsmc_log_keep: int = 10
 
     @property
     def listen(self):
@@ -136,6 +143,22 @@ class Config:
             return ""
         host = f"[{self.tls_host}]" if ":" in self.tls_host else self.tls_host
         return f"{host}:{self.tls_port}"
+
+    @property
+    def rsmc_listen(self):
+        if not self.rsmc_host:
+            return ""
+        host = f"[{self.rsmc_host}]" if ":" in self.rsmc_host else self.rsmc_host
+        return f"{host}:{self.rsmc_port}"
+
+    @property
+    def rsmc_on_loopback(self):
+        """RSMC needs no credentials on a loopback address (spec rsmc.md)."""
+        import ipaddress
+        try:
+            return ipaddress.ip_address(self.rsmc_host).is_loopback
+        except ValueError:
+            return self.rsmc_host == "localhost"
 
     @property
     def volume_id(self):
@@ -225,7 +248,18 @@ _DIRECTIVES = {
     "send_concurrency": ("send_concurrency", lambda n, v: _int(n, v, 1, 256)),
     "send_queue": ("send_queue", lambda n, v: _int(n, v, 0, 100000)),
     "send_timeout": ("send_timeout", _seconds),
+    "rsmc_peers": ("rsmc_peers", lambda n, v: _peers(n, v)),
+    "rsmc_log_keep": ("rsmc_log_keep", lambda n, v: _int(n, v, 1, 1000)),
 }
+
+
+def _peers(name, value):
+    from storage.rsmc.commands import parse_peers
+    try:
+        parse_peers(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
 
 
 def _log_level(name, value):
@@ -239,7 +273,7 @@ def _log_level(name, value):
 
 def node_directives():
     """The directive names this parser reads into the Config (aliases aside)."""
-    return set(_DIRECTIVES) | {"listen", "tls_rawx_url"}
+    return set(_DIRECTIVES) | {"listen", "tls_rawx_url", "rsmc_listen"}
 
 
 def known_directives():
@@ -297,6 +331,11 @@ def parse_text(text, source="<config>"):
                 raise ConfigError("listen: empty value")
             values["listen_host"], values["listen_port"] = parse_listen(raw)
             continue
+        if name == "rsmc_listen":
+            if not raw:
+                raise ConfigError("rsmc_listen: empty value")
+            values["rsmc_host"], values["rsmc_port"] = parse_listen(raw, name)
+            continue
         if name == "tls_rawx_url":
             if not raw:
                 raise ConfigError("tls_rawx_url: empty value")
@@ -339,6 +378,12 @@ def build(values):
             auth.load_htdigest(htdigest)
         except auth.HtdigestError as exc:
             raise ConfigError(f"admin_htdigest: {exc}") from None
+    if values.get("rsmc_host") and not htdigest:
+        probe = Config(listen_host="127.0.0.1", listen_port=0, namespace="x", docroot="/",
+                       rsmc_host=values["rsmc_host"])
+        if not probe.rsmc_on_loopback:
+            raise ConfigError("rsmc_listen: off loopback every request needs credentials: "
+                              "set admin_htdigest")
     access = values.get("access_log", "-")
     if access not in ("-", "off") and not os.path.isabs(access):
         raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")

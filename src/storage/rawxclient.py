@@ -45,7 +45,7 @@ def split_chunk_url(url):
 class RawxClient:
     """Requests to one RAWX node at ``base_url`` (http://host:port)."""
 
-    def __init__(self, base_url, timeout=DEFAULT_TIMEOUT, auth=None):
+    def __init__(self, base_url, timeout=DEFAULT_TIMEOUT, auth=None, host=None):
         parts = urlsplit(base_url if "://" in base_url else "http://" + base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"not an http node URL: {base_url!r}")
@@ -54,10 +54,12 @@ class RawxClient:
         self.port = parts.port or 80
         self.netloc = parts.netloc
         self.timeout = timeout
-        self._auth = {}
+        self._extra = {}  # headers of every request
         if auth is not None:  # (user, password)
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode("utf-8")).decode("ascii")
-            self._auth = {"Authorization": "Basic " + token}
+            self._extra["Authorization"] = "Basic " + token
+        if host is not None:  # the Host a node reached by its address expects
+            self._extra["Host"] = host
         self._conn = None
         self._used = False      # the connection served a request already
 
@@ -91,8 +93,8 @@ class RawxClient:
     def _simple(self, method, path, headers):
         """A body-less request, retried once on a fresh connection when a
         kept-alive one turns out to be closed. Returns the response (body unread)."""
-        if self._auth:
-            headers = {**headers, **self._auth}
+        if self._extra:
+            headers = {**headers, **self._extra}
         for attempt in (0, 1):
             conn = self._connection()
             reused = self._used
@@ -152,10 +154,11 @@ class RawxClient:
             raise self._fail("DELETE", exc) from exc
         return resp.status
 
-    def get(self, chunk_id, start=None, end=None):
-        """GET a chunk, or bytes [start, end] of it: a ``ChunkReader``.
-        Raises RawxError unless the reply is 200 (whole chunk) or 206."""
-        headers = {}
+    def get(self, chunk_id, start=None, end=None, headers=None):
+        """GET a chunk, or bytes [start, end] of it: a ``ChunkReader``; ``headers``
+        are added to the request. Raises RawxError unless the reply is 200 (whole
+        chunk) or 206."""
+        headers = dict(headers or {})
         if start is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
         resp = self._simple("GET", "/" + chunk_id, headers)
@@ -176,8 +179,9 @@ class RawxClient:
         """Start a chunked PUT of a chunk: a ``ChunkUpload``."""
         conn = self._connection()
         try:
-            conn.putrequest("PUT", "/" + chunk_id, skip_accept_encoding=True)
-            for name, value in {**headers, **self._auth}.items():
+            conn.putrequest("PUT", "/" + chunk_id, skip_host="Host" in self._extra,
+                            skip_accept_encoding=True)
+            for name, value in {**headers, **self._extra}.items():
                 conn.putheader(name, value)
             conn.putheader("Transfer-Encoding", "chunked")
             if trailer_names:

@@ -86,9 +86,11 @@ class FsChunkRepo:
         written by a live writer."""
         return ChunkWriter(self, chunk_id, size_hint)
 
-    def reader(self, chunk_id):
-        """Open a chunk for reading. Raises ChunkNotFound."""
-        return ChunkReader(self.chunk_path(chunk_id))
+    def reader(self, chunk_id, nofollow=False):
+        """Open a chunk for reading. Raises ChunkNotFound; with ``nofollow``, a chunk
+        that is a symbolic link raises PermissionDenied (admin protocols never follow
+        a link out of the volume)."""
+        return ChunkReader(self.chunk_path(chunk_id), nofollow)
 
     def delete(self, chunk_id, own_attr=None):
         """Unlink a chunk; with ``own_attr``, first remove that xattr from the inode
@@ -376,11 +378,14 @@ class ChunkReader:
 
     __slots__ = ("path", "fd", "size", "mtime", "ctime", "ctime_ns", "key", "_attrs")
 
-    def __init__(self, path):
+    def __init__(self, path, nofollow=False):
         self.path = path
+        flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self.fd = os.open(path, flags)
         except OSError as exc:
+            if exc.errno == errno.ELOOP and nofollow:
+                raise PermissionDenied(f"{path} is a symbolic link") from None
             raise map_os_error(exc, path) from None
         try:
             st = os.fstat(self.fd)

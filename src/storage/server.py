@@ -35,6 +35,9 @@ from storage.loop import READ, EventLoop
 from storage.offload import Offloader
 from storage.rawx.app import RawxApp
 from storage.repo import FsChunkRepo
+from storage.rsmc import logs as rsmc_logs
+from storage.rsmc.commands import RsmcNode, parse_peers
+from storage.rsmc.connection import RsmcConnection, RsmcService
 from storage.stats import SharedStats
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,14 @@ def bind_sockets(host, port, count):
 
 
 class Listener:
-    def __init__(self, sock, worker, tls_context=None):
+    """A listening socket on the worker's loop; ``accept(sock, peer, tls_context)``
+    makes the connection object (HTTP by default)."""
+
+    def __init__(self, sock, worker, tls_context=None, accept=None):
         self.sock = sock
         self.worker = worker
         self.tls_context = tls_context
+        self.accept = accept or worker.accepted
         self.closed = False
 
     def fileno(self):
@@ -81,7 +88,7 @@ class Listener:
             except OSError as exc:  # EMFILE and friends: keep serving the others
                 log.error("accept failed: %s", exc)
                 return
-            self.worker.accepted(conn, peer, self.tls_context)
+            self.accept(conn, peer, self.tls_context)
 
     def close(self):
         self.closed = True
@@ -91,7 +98,7 @@ class Worker:
     """One process: an event loop, the chunk repository, the RAWX application."""
 
     def __init__(self, config, index, sock, stats, tls_sock=None, tls_context=None,
-                 ready_fd=None, admin=None):
+                 ready_fd=None, admin=None, rsmc_sock=None):
         self.config = config
         self.index = index
         self.buffer = bytearray(config.buffer_size)
@@ -108,6 +115,9 @@ class Worker:
         self.listeners = [Listener(sock, self)]
         if tls_sock is not None:
             self.listeners.append(Listener(tls_sock, self, tls_context))
+        if rsmc_sock is not None:
+            self.rsmc = rsmc_service(config, repo, self.events, admin)
+            self.listeners.append(Listener(rsmc_sock, self, accept=self.accepted_rsmc))
         self.ready_fd = ready_fd
         self.lane = None  # keep-alive connections the compiled path serves alone
         if self.app.fast_get is not None and config.http_keepalive and lane.enabled():
@@ -129,6 +139,13 @@ class Worker:
             conn = Connection(sock, peer_text, self.loop, self.app, self)
         else:
             conn = tls.TlsConnection(sock, peer_text, self.loop, self.app, self, tls_context)
+        self.connections.add(conn)
+        self.stats.gauge_add("connections", 1)
+
+    def accepted_rsmc(self, sock, peer, tls_context=None):
+        sock.setblocking(False)
+        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        conn = RsmcConnection(sock, peer_text, self.loop, self, self.rsmc)
         self.connections.add(conn)
         self.stats.gauge_add("connections", 1)
 
@@ -195,6 +212,15 @@ class Worker:
         self.loop.close()
 
 
+def rsmc_service(config, repo, events, admin):
+    """What a worker's RSMC connections share (spec rsmc.md)."""
+    log_path = config.access_log if config.access_log not in ("-", "off") else None
+    node = RsmcNode(config, repo, events, parse_peers(config.rsmc_peers), log_path,
+                    config.rsmc_log_keep, config.send_timeout)
+    return RsmcService(node, admin, not config.rsmc_on_loopback,
+                       f"storage-node {config.service_id or config.listen}")
+
+
 def _die_with_parent():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -227,6 +253,33 @@ def _inherited_at(fds, host, port):
         return _same_address(sock, host, port)
     finally:
         sock.detach()  # _listen adopts it
+
+
+def _rsmc_socket(config, inherited_fds):
+    """The RSMC listening socket (None when rsmc_listen is off): the inherited one if
+    it is bound to rsmc_listen, else a new one. One socket, no SO_REUSEPORT: a second
+    node on the address fails to bind (AlreadyServed), and every worker accepts on it."""
+    for fd in inherited_fds:
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        if config.rsmc_host and _same_address(sock, config.rsmc_host, config.rsmc_port):
+            sock.setblocking(False)
+            return sock
+        sock.close()  # moved or turned off by the reload
+    if not config.rsmc_host:
+        return None
+    family = socket.AF_INET6 if ":" in config.rsmc_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.rsmc_host, config.rsmc_port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise instance.AlreadyServed(f"cannot listen on rsmc_listen {config.rsmc_listen}: "
+                                     f"{exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
 
 
 def _listen(host, port, count, inherited_fds):
@@ -274,6 +327,7 @@ class Master:
         self.admin = None  # auth.AdminAuth, made before fork (workers share its state)
         self.locks = instance.NodeLocks()  # one node per address and per volume
         self.lock_keys = set()
+        self.rsmc_sock = None  # the RSMC listener every worker accepts on
         self._ready_r = self._ready_w = None
         self._awaiting_ready = 0
         self._handoff_deadline = None
@@ -290,6 +344,12 @@ class Master:
             fresh.append((config.tls_host, config.tls_port))
         self.lock_keys = self.locks.claim(config, fresh)
         self.locks.keep(self.lock_keys)  # a reload that moved the node frees the old ones
+        if not inherited:  # a start, not a SIGHUP reload
+            try:
+                rsmc_logs.rotate_access_log(config)
+            except OSError as exc:
+                log.error("cannot rotate the access log %s: %s", config.access_log,
+                          exc.strerror)
         volume.prepare(config)
         if config.tls_enabled:
             self.tls_context = tls.server_context(config.tls_cert_file, config.tls_key_file)
@@ -307,6 +367,9 @@ class Master:
         else:
             for fd in inherited.get("tls", ()):
                 os.close(fd)  # TLS turned off by the reload
+        self.rsmc_sock = _rsmc_socket(config, inherited.get("rsmc", ()))
+        if self.rsmc_sock is not None:
+            config = dataclasses.replace(config, rsmc_port=self.rsmc_sock.getsockname()[1])
         self.config = config
         self.stats = SharedStats(len(self.socks))
         if config.admin_htdigest:
@@ -331,6 +394,7 @@ class Master:
                         sock.close()
                 tls_sock = self.tls_socks[index] if self.tls_socks else None
                 worker = Worker(self.config, index, self.socks[index], self.stats,
+                                rsmc_sock=self.rsmc_sock,
                                 tls_sock=tls_sock, tls_context=self.tls_context,
                                 ready_fd=self._ready_w, admin=self.admin)
                 profile_dir = os.environ.get("STORAGE_NODE_PROFILE")
@@ -425,13 +489,14 @@ class Master:
                 instance.AlreadyServed) as exc:
             log.error("reload refused, the node keeps its running configuration: %s", exc)
             return
-        socks = self.socks + self.tls_socks
+        socks = self.socks + self.tls_socks + ([self.rsmc_sock] if self.rsmc_sock else [])
         old = list(self.children) + list(self.old_workers)
-        handover = "plain={};tls={};old={};locks={}".format(
+        handover = "plain={};tls={};old={};locks={};rsmc={}".format(
             ",".join(str(sock.fileno()) for sock in self.socks),
             ",".join(str(sock.fileno()) for sock in self.tls_socks),
             ",".join(str(pid) for pid in old),
-            ",".join(str(fd) for fd in self.locks.handover()))
+            ",".join(str(fd) for fd in self.locks.handover()),
+            self.rsmc_sock.fileno() if self.rsmc_sock else "")
         env = dict(os.environ)
         env[INHERIT_ENV] = handover
         argv = [sys.executable] + sys.orig_argv[1:]
@@ -460,6 +525,8 @@ class Master:
         self._awaiting_ready = len(self.socks)
         self._handoff_deadline = time.monotonic() + READY_TIMEOUT
         tls_text = f" and https://{self.config.tls_listen}" if self.tls_socks else ""
+        if self.rsmc_sock is not None:
+            tls_text += f" and rsmc {self.config.rsmc_listen}"
         print(f"storage-node listening on http://{self.config.listen}{tls_text} "
               f"(namespace {self.config.namespace}, docroot {self.config.docroot}, "
               f"{len(self.socks)} workers)", flush=True)
@@ -476,7 +543,7 @@ class Master:
                 self._reload()
             else:
                 self._stop(info.si_signo)
-        for sock in self.socks + self.tls_socks:
+        for sock in self.socks + self.tls_socks + ([self.rsmc_sock] if self.rsmc_sock else []):
             sock.close()
         return self.exit_code
 
