@@ -65,7 +65,7 @@ class Node:
                     self.port = int(match.group(1))
                     tls_match = re.search(rb"https://127\.0\.0\.1:(\d+)", line)
                     self.tls_port = int(tls_match.group(1)) if tls_match else None
-                    rsmc_match = re.search(rb"rsmc 127\.0\.0\.1:(\d+)", line)
+                    rsmc_match = re.search(rb"rsmc [0-9.]+:(\d+)", line)
                     self.rsmc_port = int(rsmc_match.group(1)) if rsmc_match else None
                     return self
             if self.proc.poll() is not None:

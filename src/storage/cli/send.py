@@ -9,11 +9,10 @@ One line per chunk on stdout: ``<ID> <code> <reason>``; a progress line on stder
 (when it is a terminal, or with --progress). Exit status: 0 when every chunk ended
 201 (stored) or 409 (already there), 1 otherwise, 2 for bad arguments.
 """
-import getpass
-import os
 import sys
 from urllib.parse import urlsplit
 
+from storage.cli.common import Counter, UsageError, credentials
 from storage.rawx.meta import valid_chunk_id
 from storage.send.client import SendClient, SendError
 from storage.send.route import parse_target
@@ -41,45 +40,22 @@ def split_chunk(item, default_node):
     return default_node, item.upper()
 
 
-class Counter:
-    """'sent 12/40 (2 failed)' on one redrawn line."""
-
-    def __init__(self, total, stream):
-        self.total = total
-        self.stream = stream
-        self.done = self.failed = 0
-
-    def add(self, ok):
-        self.done += 1
-        self.failed += not ok
-        failed = f" ({self.failed} failed)" if self.failed else ""
-        self.stream.write(f"\rsent {self.done}/{self.total}{failed}")
-        if self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def cmd_send(args):
     try:
         parse_target(args.target)
     except Exception as exc:
         return _fail(str(exc))
-    user, sep, password = args.user.partition(":")
-    if not user:
-        return _fail("-u needs USER[:PASSWORD]")
-    if not sep:
-        password = os.environ.get("STORAGE_NODE_PASSWORD")
-        if password is None:
-            try:
-                password = getpass.getpass(f"password for {user}: ")
-            except (EOFError, KeyboardInterrupt):
-                return _fail("no password")
+    try:
+        user, password = credentials(args.user)
+    except UsageError as exc:
+        return _fail(str(exc))
     try:
         chunks = [split_chunk(item, args.node) for item in args.chunks]
     except ValueError as exc:
         return _fail(str(exc))
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    counter = Counter(len(chunks), sys.stderr) if progress and len(chunks) > 1 else None
+    counter = Counter(len(chunks), sys.stderr, "sent") if progress and len(chunks) > 1 \
+        else None
     clients = {}
     failures = 0
     try:
@@ -95,10 +71,10 @@ def cmd_send(args):
             failures += not ok
             line = f"{chunk_id} {code}" + (f" {reason}" if reason else "")
             if counter is not None:
-                sys.stderr.write("\r\x1b[K")
+                counter.clear()
             print(line, flush=True)
             if counter is not None:
-                counter.add(ok)
+                counter.add(failed=not ok)
     finally:
         for client in clients.values():
             client.close()

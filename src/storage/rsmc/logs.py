@@ -29,6 +29,11 @@ def rotate_access_log(config):
     path = config.access_log
     if not config.rsmc_host or path in ("-", "off"):
         return
+    try:
+        if os.path.getsize(path) == 0:
+            return  # nothing logged yet (the master may just have created it)
+    except FileNotFoundError:
+        return
     rotate(path, config.rsmc_log_keep)
     for handler in logging.getLogger("storage.access").handlers:
         if isinstance(handler, logging.FileHandler):
