@@ -85,11 +85,12 @@ def cmd_list(args):
         for start in range(0, len(items), args.batch):
             batch = items[start:start + args.batch]
             reply = client.request(command, args.base, batch)
-            got = {name: (code, reason) for name, code, reason in reply.objects}
-            for item in batch:
+            # object lines come in request order, one per list line; a request
+            # refused as a whole has none: its code is every object's
+            objects = list(reply.objects) + [None] * (len(batch) - len(reply.objects))
+            for item, found in zip(batch, objects):
                 name = item.split()[0]
-                code, reason = got.get(name, (reply.code, reply.reason))
-                results.append((name, code, reason))
+                results.append(found or (name, reply.code, reply.reason))
             if counter is not None:
                 counter.add(len(batch), sum(1 for r in results[-len(batch):]
                                             if not 200 <= r[1] < 300))
