@@ -3,7 +3,8 @@
 1. bench/load.py: the HTTP load comparison, our node vs nginx;
 2. bench/bench_ec.py, if present, as a script;
 3. bench/load_send.py: SEND between two local nodes vs curl GET | curl PUT;
-4. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
+4. bench/load_rsmc.py: RSMC RECEIVE of many chunks vs curl GET | curl PUT;
+5. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
    test functions), if any, with --benchmark-enable.
 
 Each step runs in its own process; a failing step does not stop the next one.
@@ -49,6 +50,8 @@ def steps(args, out_dir=None):
                                             else [])))
     send = os.path.join(HERE, "load_send.py")
     out.append(("load_send", [py, send] + (["--quick"] if args.quick else [])))
+    rsmc = os.path.join(HERE, "load_rsmc.py")
+    out.append(("load_rsmc", [py, rsmc] + (["--quick"] if args.quick else [])))
     micro = micro_files()
     if micro and not args.skip_micro:
         out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
