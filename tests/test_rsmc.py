@@ -249,3 +249,24 @@ def test_rsmc_off_loopback_needs_an_admin_file(tmp_path):
         parse_text("listen 127.0.0.1:1\nnamespace N\ndocroot /d\nrsmc_listen 0.0.0.0:90\n")
     assert parse_text("listen 127.0.0.1:1\nnamespace N\ndocroot /d\n"
                       "rsmc_listen 127.0.0.1:90\n").rsmc_port == 90
+
+
+def test_receive_and_erase_emit_chunk_events(node_factory, beanstalkd_factory):
+    import json
+    from beanstalkutil import Client
+    server = beanstalkd_factory()
+    a = node_factory(sub="a", rsmc_listen="127.0.0.1:0", events="on",
+                     event_agent=f"beanstalk://127.0.0.1:{server.port}")
+    b = node_factory(sub="b", service_id="")
+    cid = chunk_id(290)
+    put_chunk(b, cid, b"evented")
+    assert rsmc(a).request("RECEIVE", "/", [f"http://{b.host}/{cid}"]).code == 201
+    assert rsmc(a).request("ERASE", "/", [cid]).code == 204
+    client = Client(server.port)
+    try:
+        new, deleted = (json.loads(body) for body in client.take(2, timeout=10))
+    finally:
+        client.close()
+    assert (new["event"], deleted["event"]) == ("storage.chunk.new", "storage.chunk.deleted")
+    assert new["data"]["chunk_id"] == deleted["data"]["chunk_id"] == cid
+    assert new["data"]["chunk_size"] == "7"
