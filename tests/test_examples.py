@@ -6,7 +6,7 @@ import pathlib
 import re
 
 from storage import config as configmod
-from storage.ec_cli import read_nodes
+from storage.cli.ec import read_nodes
 
 ETC = pathlib.Path(__file__).resolve().parents[1] / "etc"
 COMMENTED = re.compile(r"^# ([A-Za-z_]+) (\S.*)$")
