@@ -22,7 +22,8 @@ not sent.
 bounds each wait for the socket to take more bytes (each wait, as a socket
 timeout does for one send; any progress starts a new wait). A timeout needs a
 non-blocking socket (as a Python socket with a timeout is at the OS level):
-ValueError otherwise. Pass ``sock.fileno()`` and ``sock.gettimeout()``.
+ValueError otherwise. Pass ``sock.fileno()`` and ``sock.gettimeout()`` of a
+plain socket: bytes written to the descriptor of a TLS socket would bypass TLS.
 
 Errors, each with a ``sent`` attribute (bytes of file data the socket took):
 ``TimeoutError`` ("timed out", as ``socket.timeout``) when a wait expires;

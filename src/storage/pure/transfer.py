@@ -3,7 +3,7 @@
 Same names, signatures and exceptions: ``os.preadv`` into the caller's buffer,
 ``hasher.update`` per piece, ``os.writev`` of the framed piece on the socket's
 descriptor and ``select.poll`` for POLLOUT whenever it is full. See the
-compiled module's docstring for the contract.
+compiled module's docstring for the contract (a plain socket, never TLS).
 """
 import errno
 import math
