@@ -493,8 +493,9 @@ def test_argument_checks(tf, pair, chunk_file):
     for timeout in (-1, -0.5, math.nan):
         with pytest.raises(ValueError):
             tf.send_file(ours.fileno(), fd, 0, 4, None, bytearray(8), timeout)
-    with pytest.raises(TypeError):
-        tf.send_file(ours.fileno(), fd, 0, 4, None, bytearray(8), object())
+    for timeout in (object(), "5", b"5"):
+        with pytest.raises(TypeError):
+            tf.send_file(ours.fileno(), fd, 0, 4, None, bytearray(8), timeout)
     with pytest.raises(TypeError):
         tf.send_file(ours.fileno(), fd, 0, 4, None, b"read-only", 5.0)
     with pytest.raises(ValueError):

@@ -41,6 +41,8 @@ def _wait_seconds(timeout):
     """timeout as seconds (float), -1.0 for None; ValueError if negative or NaN."""
     if timeout is None:
         return -1.0
+    if isinstance(timeout, (str, bytes, bytearray)):  # float() would parse them
+        raise TypeError("timeout must be None or a number of seconds")
     seconds = float(timeout)
     if not seconds >= 0:
         raise ValueError("timeout must be None or a number of seconds >= 0")
