@@ -12,9 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage import auth
-from storage.auth import (REALM, AdminAuth, AuthError, AuthResult, BasicCredentials,
-                          DigestCredentials, HtdigestError, ReplayTable, load_htdigest,
-                          new_secret, parse_authorization)
+from storage.auth import (
+    REALM,
+    AdminAuth,
+    AuthError,
+    AuthResult,
+    BasicCredentials,
+    DigestCredentials,
+    HtdigestError,
+    ReplayTable,
+    load_htdigest,
+    new_secret,
+    parse_authorization,
+)
 from storage.config import ConfigError
 
 TARGET = "/0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF?admin"
@@ -454,15 +464,15 @@ def test_digest_as_bytes_with_opaque_and_uppercase_response(admin):
 
 
 @pytest.mark.parametrize("change,reason", [
-    (dict(password="wrong"), "wrong user or password"),
-    (dict(user="nobody"), "wrong user or password"),
-    (dict(user="guest", password="x"), "wrong user or password"),
-    (dict(method="GET"), "wrong user or password"),  # signed for GET, sent as SEND
-    (dict(uri="/other?admin"), "Digest uri does not match the request target"),
-    (dict(uri=TARGET.split("?")[0]), "Digest uri does not match the request target"),
-    (dict(algorithm="SHA-256"), "unsupported Digest algorithm 'SHA-256'"),
-    (dict(qop="auth-int"), "unsupported qop 'auth-int'"),
-    (dict(userhash="true"), "userhash not supported"),
+    ({"password": "wrong"}, "wrong user or password"),
+    ({"user": "nobody"}, "wrong user or password"),
+    ({"user": "guest", "password": "x"}, "wrong user or password"),
+    ({"method": "GET"}, "wrong user or password"),  # signed for GET, sent as SEND
+    ({"uri": "/other?admin"}, "Digest uri does not match the request target"),
+    ({"uri": TARGET.split("?")[0]}, "Digest uri does not match the request target"),
+    ({"algorithm": "SHA-256"}, "unsupported Digest algorithm 'SHA-256'"),
+    ({"qop": "auth-int"}, "unsupported qop 'auth-int'"),
+    ({"userhash": "true"}, "userhash not supported"),
 ])
 def test_digest_refusals(admin, change, reason):
     nonce = nonce_of(admin.challenge())
@@ -520,7 +530,7 @@ def test_workers_sharing_the_secret_accept_each_others_nonces(htdigest_path, tab
 
 def test_nonce_counts_must_increase(admin):
     nonce = nonce_of(admin.challenge())
-    check = lambda nc: admin.check("SEND", TARGET, digest_header(nonce, nc=nc))  # noqa: E731
+    check = lambda nc: admin.check("SEND", TARGET, digest_header(nonce, nc=nc))
     assert check("00000001").ok
     assert check("00000001") == AuthResult(False, None, True, "replayed nonce count")
     assert check("00000002").ok

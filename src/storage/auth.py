@@ -12,10 +12,13 @@ Public API (everything else is private):
 
     load_htdigest(path) -> Htdigest       # raises HtdigestError
     Htdigest.path, Htdigest.users         # {user: ha1 hex} for REALM only
+    Htdigest.ha1(user) -> str | None
     Htdigest.check_password(user, password) -> bool   # str or bytes (UTF-8)
 
     new_secret() -> bytes                 # 32 random bytes; the master makes it before fork
     ReplayTable(slots=65536, window=16)   # create in the master before fork; .close()
+    ReplayTable.record(key, nc, expires_ms, now_ms) -> RECORDED | REPLAYED | FULL
+                                          # (AdminAuth calls it; 32 bytes a slot)
 
     parse_authorization(value) -> BasicCredentials | DigestCredentials   # sans-I/O
     BasicCredentials(user, password)                                     # NamedTuple of str
@@ -28,6 +31,7 @@ Public API (everything else is private):
     AdminAuth.challenge(stale=False) -> [("WWW-Authenticate", digest), ("WWW-Authenticate", basic)]
     AdminAuth.check(method, target, authorization) -> AuthResult   # never raises on input
     AdminAuth.check_password(user, password) -> bool
+    AdminAuth.new_nonce() -> str          # (challenge() calls it)
     AuthResult(ok, user, stale, reason)   # on a refusal, answer 401 with challenge(stale)
 
 Nonces are ours: base64url(timestamp ms, 8 random bytes, HMAC-SHA256(secret, both)), so
@@ -38,6 +42,10 @@ response digest was right (expired nonce, another secret's nonce, a replayed or
 unrecordable nonce count) is ``stale``: the client silently retries with a new nonce.
 A SIGHUP reload builds a new AdminAuth from a new load_htdigest() with the same secret
 and table, so outstanding nonces stay valid.
+
+Wiring: the master makes ``secret = new_secret()`` and ``table = ReplayTable()`` before
+it forks; each worker builds ``AdminAuth(load_htdigest(path), secret, table)`` and, when
+``check()`` refuses, answers 401 with the fields of ``challenge(result.stale)``.
 """
 import base64
 import binascii
