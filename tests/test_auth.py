@@ -710,3 +710,14 @@ def test_racing_workers_never_accept_the_same_count():
         assert table.record(key, n, 10**15, 1) == auth.REPLAYED
     finally:
         table.close()
+
+
+def test_the_client_side_answers_as_computed_independently(admin):
+    scheme, params = auth.parse_challenge(admin.challenge()[0][1])
+    assert scheme == "digest" and params["algorithm"] == "MD5"
+    value = auth.digest_authorization(params, "admin", "s3cret pw", "SEND", TARGET, 3, "abc")
+    creds = parse_authorization(value)
+    assert (creds.nc, creds.cnonce, creds.opaque) == ("00000003", "abc", params["opaque"])
+    assert creds.response == digest_response("admin", "s3cret pw", "SEND", TARGET,
+                                             params["nonce"], "00000003", "abc")
+    assert admin.check("SEND", TARGET, value).ok

@@ -34,6 +34,12 @@ Public API (everything else is private):
     AdminAuth.new_nonce() -> str          # (challenge() calls it)
     AuthResult(ok, user, stale, reason)   # on a refusal, answer 401 with challenge(stale)
 
+  The client side (storage-node send, tools):
+    parse_challenge(value) -> (scheme lower-cased, {param: value})   # one WWW-Authenticate
+    digest_authorization(challenge_params, user, password, method, uri, nc, cnonce) -> str
+                                          # nc: int; AuthError if the challenge's qop or
+                                          # algorithm is not one we answer (auth, MD5(-sess))
+
 Nonces are ours: base64url(timestamp ms, 8 random bytes, HMAC-SHA256(secret, both)), so
 any worker sharing the secret accepts any worker's nonce until it is ``lifetime`` old.
 Only Digest with ``qop=auth`` is accepted (``algorithm`` MD5, absent, or MD5-sess): it
