@@ -408,6 +408,32 @@ def test_payload_views_stay_valid(modname):
 
 
 @pytest.mark.parametrize("modname", TWINS)
+def test_big_frames_streamed(modname):
+    """512 KiB FILE_SEGMENTs arriving in reads of odd sizes, small frames between
+    them, drained after every read or only now and then."""
+    mod = import_twin(modname)
+    rng = random.Random(7)
+    payloads = [rng.randbytes(524288), rng.randbytes(1000), rng.randbytes(524288 - 5)]
+    wire = b"".join(mod.encode(SEGMENTS, T.FILE_SEGMENT, [(i, 0, p)]) + frame(12, 1, U.bytes)
+                    for i, p in enumerate(payloads))
+    want = [m for i, p in enumerate(payloads) for m in ((8, [(i, 0, p)]), (12, [(U,)]))]
+    for drain_every in (1, 3, 50):
+        r = mod.FrameReader(SEGMENTS)
+        got = []
+        pos = n = 0
+        while pos < len(wire):
+            step = rng.choice([1, 7, 4096, 65536, 65536 + 13, 200000])
+            r.feed(bytearray(wire[pos:pos + step]))
+            pos += step
+            n += 1
+            if n % drain_every == 0 or pos >= len(wire):
+                while (msg := r.next()) is not None:
+                    got.append(msg)
+        r.eof()
+        assert got == want, drain_every
+
+
+@pytest.mark.parametrize("modname", TWINS)
 def test_many_small_payload_frames_in_one_feed(modname):
     mod = import_twin(modname)
     wire = b"".join(mod.encode(SEGMENTS, T.SASL_RESPONSE, [(i, bytes([i]) * i)]) for i in range(200))
@@ -504,6 +530,39 @@ def test_writer_types_and_order(modname):
         mod.FrameWriter().begin(40000)
     with pytest.raises(ValueError, match="max_frame"):
         mod.FrameWriter(3)
+
+
+@pytest.mark.parametrize("modname", TWINS)
+def test_writer_reuse_across_sizes(modname):
+    """Small and big frames, batched and alone: every take() is exactly what was
+    written, and bytes taken earlier never change as the writer goes on."""
+    mod = import_twin(modname)
+    w = mod.FrameWriter()
+    taken = []
+    for size in (0, 10, 70000, 5, 300000, 65536 - 32, 65536 - 31, 1, 524288, 3):
+        want = b""
+        for k in range(1 + size % 3):
+            payload = bytes([k + 1]) * size
+            w.begin(T.FILE_SEGMENT)
+            w.int64(k)
+            w.int64(size)
+            w.byte_array(payload)
+            w.end_record()
+            w.end()
+            want += frame(8, 1, i64(k) + i64(size) + i32(size) + payload)
+        if size == 5:  # an abandoned frame leaves the ended ones alone
+            w.begin(T.FILE_SEGMENT)
+            w.byte_array(bytes(1000))
+            with pytest.raises(TypeError):
+                w.uuid(None)
+        out = w.take()
+        assert out == want and type(out) is bytes
+        taken.append((out, want))
+    assert all(out == want for out, want in taken)
+
+
+def i64(n):
+    return n.to_bytes(8, "big", signed=True)
 
 
 @pytest.mark.parametrize("modname", TWINS)

@@ -4,9 +4,11 @@ The pure-Python twin ``storage.pure.swapframe`` is the executable spec (its
 docstring describes the frame, the segment codes and the decoded values); this
 module makes the same decisions, with the same exceptions and messages.
 
-What is faster here: the writer packs every value straight into one growing C
+What is faster here: the writer packs every value straight into one growing
 buffer whose 8-byte header is back-patched when the frame ends (asyncpg's
-WriteBuffer); the reader walks a whole frame with raw pointers, builds record
+WriteBuffer); that buffer is a bytes object only the writer holds, grown and
+finally trimmed in place, so take() hands it over without copying big frames
+(then starts a new one); the reader walks a whole frame with raw pointers, builds record
 tuples directly, reuses the UUID object while the same UUID repeats (a
 PATH_DETAILS frame carries its group in every record), and hands BYTE_ARRAY
 payloads out as read-only memoryviews of a buffer it never writes again (the
@@ -21,10 +23,10 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAnd
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.number cimport PyNumber_Index
-from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
@@ -34,6 +36,9 @@ cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
     long long PyLong_AsLongLongAndOverflow(object v, int *overflow) except? -1
     unsigned long long PyLong_AsUnsignedLongLongMask(object v) except? <unsigned long long>-1
+    # resizes a bytes object nobody else holds (refcount 1) in place; on failure
+    # frees it, sets *b to NULL and raises
+    int _PyBytes_Resize(PyObject **b, Py_ssize_t newsize) except -1
 
 __all__ = ["ProtocolError", "EncodeError", "FrameReader", "FrameWriter", "encode",
            "DEFAULT_MAX_FRAME", "MAX_COUNT", "SEGMENT_CODES"]
@@ -45,13 +50,16 @@ SEGMENT_CODES = "UuSsILlBF"
 cdef enum:
     _MAX_COUNT = 32767
     _INT31 = 2147483647
+    # take() copies up to this many bytes out and keeps its buffer; above it,
+    # handing the buffer over beats copying
+    _COPY_OUT = 65536
 
 _NAMES = {"U": "UUID", "u": "UUID_ARRAY", "S": "STRING", "s": "STRING_ARRAY", "I": "INT",
           "L": "LONG", "l": "LONG_ARRAY", "B": "BYTE_ARRAY", "F": "FINISH_TYPE"}
 _ARRAY_WHAT = {"u": "UUID array", "s": "string array", "l": "long array"}
 cdef object _UUID = _uuidmod.UUID
 cdef object _SAFE_UNKNOWN = _uuidmod.SafeUUID.unknown
-cdef bytes _CODES = SEGMENT_CODES.encode("ascii")
+cdef object _NO_UUID = object()
 
 
 class ProtocolError(ValueError):
@@ -186,20 +194,29 @@ cdef class FrameReader:
                 self._owned = False
             else:
                 self._data = PyByteArray_FromStringAndSize(<const char *>p, n)
+                self._cap = n
                 self._owned = True
             self._pos = 0
             return 0
         if not self._owned:
             self._data = PyByteArray_FromStringAndSize(
                 <const char *>_ptr(self._data) + self._pos, pending)
+            self._cap = pending
             self._pos = 0
             self._owned = True
         elif self._pos >= pending:  # compact; costs no more than was consumed
             buf = PyByteArray_AS_STRING(self._data)
             memmove(buf, buf + self._pos, pending)
             PyByteArray_Resize(self._data, pending)
+            self._cap = pending  # at most what it holds: a guess low is harmless
             self._pos = 0
         have = PyByteArray_GET_SIZE(self._data)
+        if have + n > self._cap:
+            # grow geometrically (bytearray alone reallocates to the exact size on
+            # big appends: quadratic copying for a frame arriving in 64 KiB reads);
+            # the second resize shrinks by at most half, which CPython does in place
+            self._cap = max(have + n, 2 * self._cap)
+            PyByteArray_Resize(self._data, self._cap)
         PyByteArray_Resize(self._data, have + n)
         memcpy(PyByteArray_AS_STRING(self._data) + have, p, n)
         return 0
@@ -272,6 +289,7 @@ cdef class FrameReader:
             rest = total - end
             if rest <= size:
                 self._data = PyByteArray_FromStringAndSize(<const char *>p + size, rest)
+                self._cap = rest
                 self._pos = 0
             else:
                 owner = PyBytes_FromStringAndSize(<const char *>p, size)
@@ -287,6 +305,7 @@ cdef class FrameReader:
     cdef int _release(self) except -1:
         if self._owned:
             PyByteArray_Resize(self._data, 0)
+            self._cap = 0
         else:
             self._data = b""
         self._pos = 0
@@ -437,18 +456,20 @@ cdef class FrameWriter:
     """
 
     def __cinit__(self):
+        self._obj = NULL
         self._buf = NULL
         self._size = 0
         self._cap = 0
         self._start = -1
         self._reps = 0
         self.frames = 0
+        self._last_uuid = _NO_UUID
 
     def __init__(self, max_frame=DEFAULT_MAX_FRAME):
         self.max_frame = _check_max_frame(max_frame)
 
     def __dealloc__(self):
-        PyMem_Free(self._buf)
+        Py_XDECREF(self._obj)
 
     def __len__(self):
         return self._size
@@ -456,20 +477,37 @@ cdef class FrameWriter:
     cdef char *_reserve(self, Py_ssize_t k) except NULL:
         """Room for k more bytes of the open frame, which may not pass max_frame."""
         cdef Py_ssize_t length = self._size + k - self._start - 4, cap
-        cdef char *buf
+        cdef object fresh
         cdef char *p
         if length > self.max_frame:
             raise EncodeError(f"frame length {length} would be above the maximum {self.max_frame}")
         if self._size + k > self._cap:
             cap = max(self._cap * 2, self._size + k, 256)
-            buf = <char *>PyMem_Realloc(self._buf, cap)
-            if buf == NULL:
-                raise MemoryError()
-            self._buf = buf
+            if self._obj == NULL:
+                fresh = PyBytes_FromStringAndSize(NULL, cap)
+                Py_INCREF(fresh)
+                self._obj = <PyObject *>fresh
+            else:
+                try:
+                    _PyBytes_Resize(&self._obj, cap)
+                except MemoryError:  # the buffer is gone, and every frame in it
+                    self._lose()
+                    raise
+            self._buf = PyBytes_AS_STRING(<object>self._obj)
             self._cap = cap
         p = self._buf + self._size
         self._size += k
         return p
+
+    cdef int _lose(self) except -1:
+        """After a failed resize (_obj is NULL): start again, empty."""
+        self._obj = NULL
+        self._buf = NULL
+        self._cap = 0
+        self._size = 0
+        self._start = -1
+        self.frames = 0
+        return 0
 
     cdef int _open(self) except -1:
         if self._start < 0:
@@ -501,11 +539,16 @@ cdef class FrameWriter:
         cdef Py_buffer view
         cdef char *p
         cdef object v
+        if u is self._last_uuid:  # a group repeated in every record
+            memcpy(self._reserve(16), self._last_uuid_bytes, 16)
+            return 0
         if isinstance(u, _UUID):
             v = u.int
             p = self._reserve(16)
             _put64(p, PyLong_AsUnsignedLongLongMask(v >> 64))
             _put64(p + 8, PyLong_AsUnsignedLongLongMask(v))
+            memcpy(self._last_uuid_bytes, p, 16)
+            self._last_uuid = u  # immutable: its bytes cannot change
             return 0
         if not PyObject_CheckBuffer(u):
             raise TypeError(f"a UUID must be a uuid.UUID or 16 bytes, not {type(u).__name__}")
@@ -604,13 +647,14 @@ cdef class FrameWriter:
         cdef const char *cp = PyBytes_AS_STRING(codes)
         cdef Py_ssize_t j, n = PyBytes_GET_SIZE(codes)
         cdef char c
-        if type(values) is not tuple and not isinstance(values, (list, tuple)):
+        cdef bint is_tuple = type(values) is tuple
+        if not is_tuple and not isinstance(values, (list, tuple)):
             raise TypeError(f"a record must be a tuple or list, not {type(values).__name__}")
         if len(values) != n:
             raise EncodeError(f"a record of {len(values)} values for {n} segments")
         for j in range(n):
             c = cp[j]
-            v = values[j]
+            v = <object>PyTuple_GET_ITEM(values, j) if is_tuple else values[j]
             if c == b'U':
                 self._put_uuid(v)
             elif c == b'S':
@@ -743,9 +787,26 @@ cdef class FrameWriter:
 
     def take(self):
         """Every frame ended since the last take(), as one bytes object."""
+        cdef object out
         if self._start >= 0:
             raise RuntimeError("a frame is still open")
-        out = PyBytes_FromStringAndSize(self._buf, self._size) if self._size else b""
+        if self._size == 0:
+            return b""
+        if self._size <= _COPY_OUT:  # cheaper than a new buffer; keep this one
+            out = PyBytes_FromStringAndSize(self._buf, self._size)
+            self._size = 0
+            self.frames = 0
+            return out
+        try:
+            _PyBytes_Resize(&self._obj, self._size)  # trim in place: no copy
+        except MemoryError:
+            self._lose()
+            raise
+        out = <object>self._obj
+        Py_XDECREF(self._obj)  # out holds it now
+        self._obj = NULL
+        self._buf = NULL
+        self._cap = 0
         self._size = 0
         self.frames = 0
         return out
