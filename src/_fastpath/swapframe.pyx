@@ -26,7 +26,7 @@ from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
@@ -149,7 +149,8 @@ cdef class FrameReader:
     ``segments`` maps each known message type to its segment codes; any other
     type is a ProtocolError. ``max_frame`` bounds L, the bytes after the length
     field. BYTE_ARRAY values are read-only memoryviews of an object the reader
-    never writes again: valid for as long as the caller keeps them.
+    never writes again: valid for as long as the caller keeps them. Drained
+    after each feed(), it holds at most one partial frame plus the last feed.
     """
 
     def __init__(self, segments, max_frame=DEFAULT_MAX_FRAME):

@@ -97,7 +97,12 @@ class FrameReader:
     BYTE_ARRAY values are read-only memoryviews of an object the reader never
     writes again (the bytes object that was fed, or a buffer the reader hands
     over and stops using): they stay valid for as long as the caller keeps them,
-    and keep that object alive meanwhile.
+    and keep that object alive meanwhile. A frame fed whole as one ``bytes``
+    object is not copied at all; other input is copied once.
+
+    Memory: the reader holds what was fed and not yet returned. A caller that
+    drains ``next()`` after each ``feed()`` keeps it to one partial frame (at
+    most 4 + max_frame bytes, refused beyond) plus the last feed.
     """
 
     def __init__(self, segments, max_frame=DEFAULT_MAX_FRAME):
