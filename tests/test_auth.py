@@ -5,6 +5,7 @@ import fcntl
 import hashlib
 import os
 import re
+import select
 import string
 
 import pytest
@@ -656,12 +657,20 @@ def test_the_lock_excludes_other_processes_and_dies_with_its_holder():
         pid = os.fork()
         if pid == 0:
             try:
+                os.close(held_r)
+                os.close(go_w)
                 fcntl.lockf(table._fd, fcntl.LOCK_EX)
                 os.write(held_w, b"x")
                 os.read(go_r, 1)  # then die holding it
+            except BaseException as exc:
+                os.write(held_w, repr(exc).encode()[:200])
             finally:
                 os._exit(0)
-        assert os.read(held_r, 1) == b"x"
+        os.close(held_w)  # a child that dies early gives EOF, not a hang
+        os.close(go_r)
+        ready, _, _ = select.select([held_r], [], [], 30)
+        said = os.read(held_r, 256) if ready else b"(no answer in 30 s)"
+        assert said == b"x", said
         with pytest.raises(BlockingIOError):
             fcntl.lockf(table._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(go_w, b"x")
@@ -669,7 +678,7 @@ def test_the_lock_excludes_other_processes_and_dies_with_its_holder():
         fcntl.lockf(table._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel
         fcntl.lockf(table._fd, fcntl.LOCK_UN)
         assert table.record(bytes(16), 1, 100, 0) == auth.RECORDED
-        for fd in (held_r, held_w, go_r, go_w):
+        for fd in (held_r, go_w):
             os.close(fd)
     finally:
         table.close()
@@ -700,7 +709,10 @@ def test_racing_workers_never_accept_the_same_count():
         for read_end in pipes:
             data = b""
             while not data.endswith(b"\n"):
-                data += os.read(read_end, 65536)
+                ready, _, _ = select.select([read_end], [], [], 30)
+                got = os.read(read_end, 65536) if ready else b""
+                assert got, f"a child died or hung: {data[-200:]!r}"
+                data += got
             os.close(read_end)
             won.append({int(x) for x in data.split(b",") if x.strip()})
         for pid in pids:
