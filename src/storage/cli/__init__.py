@@ -1,5 +1,5 @@
 """The ``storage-node`` command line: ``serve`` here, one module per other command
-group (``ec``, ``send``, ``rsmc``)."""
+group (``ec``, ``send``, ``rsmc``, ``swap``)."""
 import argparse
 import logging
 import sys
@@ -73,10 +73,11 @@ def build_parser():
                        "(default: embedded, 127.0.0.1:6009, ./data/rawx)")
     serve.add_argument("--workers", type=int, help="override the workers directive")
     serve.set_defaults(func=cmd_serve)
-    from storage.cli import ec, rsmc, send
+    from storage.cli import ec, rsmc, send, swap
     ec.add_subparser(sub)
     send.add_subparser(sub)
     rsmc.add_subparser(sub)
+    swap.add_subparser(sub)
     return parser
 
 
