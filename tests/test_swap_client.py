@@ -346,3 +346,213 @@ def test_put_reads_short_reads_into_full_segments(scripted):
     assert client.put("files", "p", Trickle()).size == len(data)
     s.done()
     assert sizes == [SEG, 4]
+
+
+# -- against real nodes ----------------------------------------------------------
+
+from nodeutil import chunk_id
+from test_send import PASSWORD, htdigest, put_chunk  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def swap_factory(node_factory, htdigest, tmp_path):  # noqa: F811
+    """Real nodes with swap_listen on 127.0.0.1:0, admin_htdigest and a files group;
+    skips while the node announces no SWAP address (nodeutil's ``swap_port``)."""
+
+    def make(**extra):
+        files = tmp_path / f"files{len(os.listdir(tmp_path))}"
+        files.mkdir()
+        node = node_factory(swap_listen="127.0.0.1:0", admin_htdigest=htdigest,
+                            swap_files_dir=files, **extra)
+        if getattr(node, "swap_port", None) is None:
+            pytest.skip("the node announced no SWAP listener")
+        node.files_dir = files
+        return node
+    return make
+
+
+@pytest.fixture
+def swap_node(swap_factory):
+    return swap_factory()
+
+
+def login(node, **kw):
+    client = SwapClient.connect("127.0.0.1", node.swap_port, timeout=10, **kw)
+    client.authenticate("admin", PASSWORD)
+    return client
+
+
+def test_groups_are_chunks_and_files_with_stable_uuids(swap_node):
+    with login(swap_node) as client:
+        groups = {g.name: g for g in client.list_groups()}
+        assert {g.namespace for g in groups.values()} == {"OPENIO/chunks", "OPENIO/files"}
+        assert all(g.local for g in groups.values())
+        assert client.group("chunks") == groups["chunks"].uuid
+        assert client.group("OPENIO/files") == groups["files"].uuid
+        assert client.peers() == []
+    swap_node.stop()
+    swap_node.start()
+    with login(swap_node) as client:
+        assert {g.name: g.uuid for g in client.list_groups()} == \
+            {name: g.uuid for name, g in groups.items()}
+
+
+def test_bad_credentials_are_refused(swap_node):
+    for user, password in (("admin", "wrong"), ("nobody", PASSWORD)):
+        client = SwapClient.connect("127.0.0.1", swap_node.swap_port, timeout=10)
+        with pytest.raises(AuthFailed):
+            client.authenticate(user, password)
+        assert client.closed
+
+
+def test_a_chunk_by_id_and_by_path(swap_node):
+    cid = chunk_id(1)
+    body = os.urandom(3 * (512 << 10) + 77)
+    put_chunk(swap_node, cid, body)
+    hashed = f"{cid[:3]}/{cid}"
+    with login(swap_node) as client:
+        records = client.stat("chunks", [hashed, cid, "/" + cid, chunk_id(2), ""])
+        assert [r.path for r in records] == [hashed, cid, "/" + cid, chunk_id(2), ""]
+        assert [r.kind for r in records] == [PathKind.FILE] * 3 + [
+            PathKind.NOT_FOUND, PathKind.DIRECTORY]
+        assert records[0].size == len(body)
+        assert abs(records[0].mtime / 1000 - time.time()) < 60
+        pieces = []
+        result = client.get("chunks", cid, pieces.append)
+        assert result == (len(body), hashlib.md5(body).hexdigest())
+        assert b"".join(pieces) == body
+        assert max(len(p) for p in pieces) == 512 << 10  # one segment at a time
+        out = io.BytesIO()
+        assert client.get("chunks", hashed, out, offset=1000, length=600000).size == 600000
+        assert out.getvalue() == body[1000:601000]
+        assert client.read_range("chunks", hashed, len(body) - 10, 100) == body[-10:]
+        assert client.read_range("chunks", hashed, len(body), 100) == b""
+        assert client.get("chunks", hashed, io.BytesIO(), offset=len(body)) == \
+            (0, hashlib.md5().hexdigest())
+        assert cid[:3] in client.ls("chunks", "")
+        assert client.ls("chunks", cid[:3]) == [cid]
+        assert client.ls("chunks", "/" + cid[:3]) == [cid]
+        assert client.ls("chunks", "nowhere") == []
+
+
+def test_chunks_refuse_writes_and_delete_like_rawx(swap_node):
+    cid = chunk_id(3)
+    put_chunk(swap_node, cid, b"chunk")
+    with login(swap_node) as client:
+        with pytest.raises(RemoteRefused) as info:
+            client.put("chunks", f"{cid[:3]}/{chunk_id(4)}", io.BytesIO(b"x" * 100))
+        assert info.value.name == "PERMISSION_DENIED"
+        assert client.rm("chunks", cid) is True
+        assert client.rm("chunks", cid) is False
+    assert swap_node.request("GET", f"/{cid}")[0] == 404
+
+
+def test_files_put_get_overwrite_ls_rm(swap_node):
+    big = os.urandom(5 * (512 << 10) + 3)
+    seen = []
+    with login(swap_node) as client:
+        result = client.put("files", "/d/e/big.bin", io.BytesIO(big), progress=seen.append)
+        assert result == (len(big), hashlib.md5(big).hexdigest())
+        assert seen[-1] == len(big) and len(seen) == 6
+        assert (swap_node.files_dir / "d/e/big.bin").read_bytes() == big
+        out = io.BytesIO()
+        assert client.get("files", "d/e/big.bin", out).md5 == result.md5
+        assert out.getvalue() == big
+        client.put("files", "d/e/big.bin", io.BytesIO(b"short"))  # truncates
+        assert (swap_node.files_dir / "d/e/big.bin").read_bytes() == b"short"
+        client.put("files", "d/empty", io.BytesIO(b""))
+        assert sorted(client.ls("files", "d")) == ["e", "empty"]
+        [d] = client.stat("files", ["d"])
+        assert d.kind == PathKind.DIRECTORY
+        assert client.rm("files", "d") is True
+        assert client.stat("files", ["d/e/big.bin"])[0].kind == PathKind.NOT_FOUND
+        assert not (swap_node.files_dir / "d").exists()
+
+
+def test_refusals_name_the_finish_type(swap_node):
+    other = uuid.UUID(int=12345)
+    (swap_node.files_dir.parent / "outside").write_bytes(b"secret")
+    with login(swap_node) as client:
+        cases = [("files", "missing", "FILE_DOES_NOT_EXIST"),
+                 ("files", "", "FILE_DOES_NOT_EXIST"),  # a directory
+                 (other, "x", "NONEXISTENT_GROUP"),
+                 ("files", "../outside", "WRONG_NODE")]
+        for group, path, name in cases:
+            with pytest.raises(RemoteRefused) as info:
+                client.get(group, path, io.BytesIO())
+            assert info.value.name == name, (group, path)
+        with pytest.raises(RemoteRefused) as info:
+            client.put(other, "x", io.BytesIO(b"x"))
+        assert info.value.name == "GROUP_DOES_NOT_EXIST"
+        with pytest.raises(RemoteRefused):
+            client.read_range("files", "missing", 0, 10)
+        [unknown, outside] = [client.stat(other, ["x"])[0], client.stat("files", ["../outside"])[0]]
+        assert unknown.kind == PathKind.NOT_LOCAL
+        assert outside.kind not in (PathKind.FILE, PathKind.DIRECTORY)
+        assert client.ls(other, "") == []
+        # still in step after every refusal
+        assert client.stat("files", [""])[0].kind == PathKind.DIRECTORY
+
+
+def test_stat_of_many_paths_in_several_frames(swap_node):
+    (swap_node.files_dir / "here").write_bytes(b"12345")
+    paths = [f"{i:03X}/{i:064X}" for i in range(40000)]
+    paths[12345] = "here"
+    with login(swap_node) as client:
+        records = client.stat("files", paths)
+    assert [r.path for r in records] == paths
+    assert [r.kind for r in records].count(PathKind.NOT_FOUND) == len(paths) - 1
+    assert records[12345].kind == PathKind.FILE and records[12345].size == 5
+
+
+def test_a_path_open_for_writing_is_refused_to_a_second_writer(swap_node):
+    with login(swap_node) as first, login(swap_node) as second:
+        gid = first.group("files")
+        first._send(encode(T.TRANSMIT_FILE_STREAM, [(gid, "busy", 99)])
+                    + encode(T.FILE_SEGMENT, [(99, 0, b"half")]))
+        first.stat("files", ["busy"])  # the open has been handled
+        with pytest.raises(RemoteRefused) as info:
+            second.put("files", "busy", io.BytesIO(b"other"))
+        assert info.value.name == "FILE_DOES_NOT_EXIST"
+
+
+def test_tls_then_plaintext_after_auth(swap_factory, tls_cert):
+    import ssl
+    node = swap_factory(swap_tls="on", tls_cert_file=tls_cert[0], tls_key_file=tls_cert[1])
+    context = ssl.create_default_context(cafile=tls_cert[0])
+    for plaintext in (False, True):
+        client = SwapClient.connect("127.0.0.1", node.swap_port, timeout=10,
+                                    ssl_context=context)
+        assert client.tls
+        client.authenticate("admin", PASSWORD, plaintext=plaintext)
+        assert client.tls is not plaintext
+        data = os.urandom(700000)
+        client.put("files", f"t{plaintext}", io.BytesIO(data))
+        out = io.BytesIO()
+        client.get("files", f"t{plaintext}", out)
+        assert out.getvalue() == data
+        client.close()
+    with pytest.raises(AuthFailed):  # plaintext on a TLS listener: no offer comes
+        SwapClient.connect("127.0.0.1", node.swap_port, timeout=3).authenticate(
+            "admin", PASSWORD)
+
+
+def test_peers_skip_auth_and_are_listed(swap_factory):
+    node = swap_factory(swap_peers="127.0.0.1,10.1.2.3")
+    with SwapClient.connect("127.0.0.1", node.swap_port, timeout=10, peer=True) as client:
+        assert client.stat("files", [""])[0].kind == PathKind.DIRECTORY
+        assert sorted(host for host, _ in client.peers()) == ["10.1.2.3", "127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (cert, key) paths."""
+    import subprocess
+    where = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key_path), "-out", str(cert_path), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True)
+    return str(cert_path), str(key_path)
