@@ -193,6 +193,18 @@ def test_peer_mode_does_not_wait_for_an_offer(scripted):
     s.done()
 
 
+def test_peer_mode_on_a_node_that_wants_a_login(scripted):
+    def script(peer):
+        peer.send(GOLDEN_MECHANISMS)
+        peer.message()
+    s = scripted(script)
+    client = s.client(peer=True)
+    with pytest.raises(AuthFailed, match="not take this address for a peer"):
+        client.list_groups()
+    assert client.closed
+    s.done()
+
+
 def test_stream_md5_mismatch_and_refusal_keep_the_session(scripted):
     def script(peer):
         peer.handshake()

@@ -300,6 +300,9 @@ class SwapClient:
 
     def _expect(self, msg_type):
         t, records = self._next_message()
+        if t == T.SASL_MECHANISMS and msg_type != t:
+            raise AuthFailed("the node asks for a login: it does not take this address "
+                             "for a peer" if self.peer else "the node asks for a login again")
         if t != msg_type:
             raise SwapProtocolError(f"expected {msg_type.name}, got {t.name}")
         return records
