@@ -43,6 +43,7 @@ class Node:
         self.port = None
         self.tls_port = None
         self.rsmc_port = None
+        self.swap_port = None
         self.stderr_path = tmp_path / "stderr.log"
 
     def start(self, timeout=15, env=None):
@@ -67,6 +68,8 @@ class Node:
                     self.tls_port = int(tls_match.group(1)) if tls_match else None
                     rsmc_match = re.search(rb"rsmc [0-9.]+:(\d+)", line)
                     self.rsmc_port = int(rsmc_match.group(1)) if rsmc_match else None
+                    swap_match = re.search(rb"swap [0-9.]+:(\d+)", line)
+                    self.swap_port = int(swap_match.group(1)) if swap_match else None
                     return self
             if self.proc.poll() is not None:
                 break

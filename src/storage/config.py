@@ -57,12 +57,8 @@ OIO_RAWX_DIRECTIVES = frozenset({
     "grid_fadvise_upload", "grid_fadvise_download",
 })
 OIO_RAWX_PREFIXES = ("kafka_",)
-# Ours, read by the node's other services (admin, feeds, SEND): not this parser's.
-OTHER_NODE_DIRECTIVES = frozenset({
-    "admin_htdigest", "keepalive_interval", "feed_send_timeout", "feeds_config",
-    "send_concurrency", "send_queue", "send_timeout",
-    "swap_listen", "swap_tls", "swap_peers", "swap_files_dir",
-})
+# Ours, read by parts of the node not built yet (feeds): not this parser's.
+OTHER_NODE_DIRECTIVES = frozenset({"feeds_config"})  # read by parts not built yet
 
 # Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
 # means plain decimal numbers.
@@ -127,6 +123,13 @@ class Config:
     rsmc_port: int = 0
     rsmc_peers: str = "127.0.0.0/8,::1/128"
     rsmc_log_keep: int = 10
+    # SWAP (spec swap.md, pinned): the listener ("" = off), TLS on it, the peer
+    # addresses that skip authentication, the plain file area ("" = no files group).
+    swap_host: str = ""
+    swap_port: int = 0
+    swap_tls: bool = False
+    swap_peers: str = ""
+    swap_files_dir: str = ""
 
     @property
     def listen(self):
@@ -150,6 +153,13 @@ class Config:
             return ""
         host = f"[{self.rsmc_host}]" if ":" in self.rsmc_host else self.rsmc_host
         return f"{host}:{self.rsmc_port}"
+
+    @property
+    def swap_listen(self):
+        if not self.swap_host:
+            return ""
+        host = f"[{self.swap_host}]" if ":" in self.swap_host else self.swap_host
+        return f"{host}:{self.swap_port}"
 
     @property
     def rsmc_on_loopback(self):
@@ -250,7 +260,19 @@ _DIRECTIVES = {
     "send_timeout": ("send_timeout", _seconds),
     "rsmc_peers": ("rsmc_peers", lambda n, v: _peers(n, v)),
     "rsmc_log_keep": ("rsmc_log_keep", lambda n, v: _int(n, v, 1, 1000)),
+    "swap_tls": ("swap_tls", _bool),
+    "swap_peers": ("swap_peers", lambda n, v: _swap_peers(n, v)),
+    "swap_files_dir": ("swap_files_dir", lambda n, v: v),
 }
+
+
+def _swap_peers(name, value):
+    from storage.swap.connection import parse_peers
+    try:
+        parse_peers(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
 
 
 def _peers(name, value):
@@ -273,7 +295,7 @@ def _log_level(name, value):
 
 def node_directives():
     """The directive names this parser reads into the Config (aliases aside)."""
-    return set(_DIRECTIVES) | {"listen", "tls_rawx_url", "rsmc_listen"}
+    return set(_DIRECTIVES) | {"listen", "tls_rawx_url", "rsmc_listen", "swap_listen"}
 
 
 def known_directives():
@@ -331,6 +353,11 @@ def parse_text(text, source="<config>"):
                 raise ConfigError("listen: empty value")
             values["listen_host"], values["listen_port"] = parse_listen(raw)
             continue
+        if name == "swap_listen":
+            if not raw:
+                raise ConfigError("swap_listen: empty value")
+            values["swap_host"], values["swap_port"] = parse_listen(raw, name)
+            continue
         if name == "rsmc_listen":
             if not raw:
                 raise ConfigError("rsmc_listen: empty value")
@@ -384,6 +411,16 @@ def build(values):
         if not probe.rsmc_on_loopback:
             raise ConfigError("rsmc_listen: off loopback every request needs credentials: "
                               "set admin_htdigest")
+    files_dir = values.get("swap_files_dir")
+    if files_dir and not os.path.isabs(files_dir):
+        raise ConfigError(f"swap_files_dir: must be an absolute path, got {files_dir!r}")
+    if values.get("swap_tls"):
+        if not values.get("swap_host"):
+            raise ConfigError("swap_tls: needs swap_listen")
+        for directive in ("tls_cert_file", "tls_key_file"):
+            if not values.get(directive):
+                raise ConfigError(f"{directive}: swap_tls on needs tls_cert_file and "
+                                  "tls_key_file")
     access = values.get("access_log", "-")
     if access not in ("-", "off") and not os.path.isabs(access):
         raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")

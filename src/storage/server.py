@@ -38,6 +38,9 @@ from storage.repo import FsChunkRepo
 from storage.rsmc import logs as rsmc_logs
 from storage.rsmc.commands import RsmcNode, parse_peers
 from storage.rsmc.connection import RsmcConnection, RsmcService
+from storage.swap import groups as swap_groups
+from storage.swap.connection import SwapConnection, SwapService
+from storage.swap.connection import parse_peers as parse_swap_peers
 from storage.stats import SharedStats
 
 log = logging.getLogger(__name__)
@@ -98,7 +101,7 @@ class Worker:
     """One process: an event loop, the chunk repository, the RAWX application."""
 
     def __init__(self, config, index, sock, stats, tls_sock=None, tls_context=None,
-                 ready_fd=None, admin=None, rsmc_sock=None):
+                 ready_fd=None, admin=None, rsmc_sock=None, swap_sock=None):
         self.config = config
         self.index = index
         self.buffer = bytearray(config.buffer_size)
@@ -118,6 +121,9 @@ class Worker:
         if rsmc_sock is not None:
             self.rsmc = rsmc_service(config, repo, self.events, admin)
             self.listeners.append(Listener(rsmc_sock, self, accept=self.accepted_rsmc))
+        if swap_sock is not None:
+            self.swap = swap_service(config, repo, self.events, admin)
+            self.listeners.append(Listener(swap_sock, self, accept=self.accepted_swap))
         self.ready_fd = ready_fd
         self.lane = None  # keep-alive connections the compiled path serves alone
         if self.app.fast_get is not None and config.http_keepalive and lane.enabled():
@@ -146,6 +152,14 @@ class Worker:
         sock.setblocking(False)
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         conn = RsmcConnection(sock, peer_text, self.loop, self, self.rsmc)
+        self.connections.add(conn)
+        self.stats.gauge_add("connections", 1)
+
+    def accepted_swap(self, sock, peer, tls_context=None):
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        conn = SwapConnection(sock, peer_text, self.loop, self, self.swap)
         self.connections.add(conn)
         self.stats.gauge_add("connections", 1)
 
@@ -221,6 +235,16 @@ def rsmc_service(config, repo, events, admin):
                        f"storage-node {config.service_id or config.listen}")
 
 
+def swap_service(config, repo, events, admin):
+    """What a worker's SWAP sessions share (spec swap.md)."""
+    context = None
+    if config.swap_tls:
+        context = tls.server_context(config.tls_cert_file, config.tls_key_file)
+    return SwapService(config, swap_groups.make_groups(config, repo),
+                       swap_groups.partition_uuid(config),
+                       parse_swap_peers(config.swap_peers), admin, context, events)
+
+
 def _die_with_parent():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -255,28 +279,30 @@ def _inherited_at(fds, host, port):
         sock.detach()  # _listen adopts it
 
 
-def _rsmc_socket(config, inherited_fds):
-    """The RSMC listening socket (None when rsmc_listen is off): the inherited one if
-    it is bound to rsmc_listen, else a new one. One socket, no SO_REUSEPORT: a second
-    node on the address fails to bind (AlreadyServed), and every worker accepts on it."""
+def _single_socket(directive, host, port, inherited_fds):
+    """The listening socket of an admin protocol (RSMC, SWAP; None when ``host`` is
+    empty: off): the inherited one if it is bound to host:port, else a new one. One
+    socket, no SO_REUSEPORT: a second node on the address fails to bind
+    (AlreadyServed), and every worker accepts on it."""
     for fd in inherited_fds:
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(False)
-        if config.rsmc_host and _same_address(sock, config.rsmc_host, config.rsmc_port):
+        if host and _same_address(sock, host, port):
             sock.setblocking(False)
             return sock
         sock.close()  # moved or turned off by the reload
-    if not config.rsmc_host:
+    if not host:
         return None
-    family = socket.AF_INET6 if ":" in config.rsmc_host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((config.rsmc_host, config.rsmc_port))
+        sock.bind((host, port))
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise instance.AlreadyServed(f"cannot listen on rsmc_listen {config.rsmc_listen}: "
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise instance.AlreadyServed(f"cannot listen on {directive} {address}: "
                                      f"{exc.strerror}") from None
     sock.setblocking(False)
     return sock
@@ -328,6 +354,7 @@ class Master:
         self.locks = instance.NodeLocks()  # one node per address and per volume
         self.lock_keys = set()
         self.rsmc_sock = None  # the RSMC listener every worker accepts on
+        self.swap_sock = None  # the SWAP listener, the same way
         self._ready_r = self._ready_w = None
         self._awaiting_ready = 0
         self._handoff_deadline = None
@@ -367,9 +394,14 @@ class Master:
         else:
             for fd in inherited.get("tls", ()):
                 os.close(fd)  # TLS turned off by the reload
-        self.rsmc_sock = _rsmc_socket(config, inherited.get("rsmc", ()))
+        self.rsmc_sock = _single_socket("rsmc_listen", config.rsmc_host, config.rsmc_port,
+                                        inherited.get("rsmc", ()))
         if self.rsmc_sock is not None:
             config = dataclasses.replace(config, rsmc_port=self.rsmc_sock.getsockname()[1])
+        self.swap_sock = _single_socket("swap_listen", config.swap_host, config.swap_port,
+                                        inherited.get("swap", ()))
+        if self.swap_sock is not None:
+            config = dataclasses.replace(config, swap_port=self.swap_sock.getsockname()[1])
         self.config = config
         self.stats = SharedStats(len(self.socks))
         if config.admin_htdigest:
@@ -394,7 +426,7 @@ class Master:
                         sock.close()
                 tls_sock = self.tls_socks[index] if self.tls_socks else None
                 worker = Worker(self.config, index, self.socks[index], self.stats,
-                                rsmc_sock=self.rsmc_sock,
+                                rsmc_sock=self.rsmc_sock, swap_sock=self.swap_sock,
                                 tls_sock=tls_sock, tls_context=self.tls_context,
                                 ready_fd=self._ready_w, admin=self.admin)
                 profile_dir = os.environ.get("STORAGE_NODE_PROFILE")
@@ -489,14 +521,15 @@ class Master:
                 instance.AlreadyServed) as exc:
             log.error("reload refused, the node keeps its running configuration: %s", exc)
             return
-        socks = self.socks + self.tls_socks + ([self.rsmc_sock] if self.rsmc_sock else [])
+        socks = self.socks + self.tls_socks + self._admin_socks()
         old = list(self.children) + list(self.old_workers)
-        handover = "plain={};tls={};old={};locks={};rsmc={}".format(
+        handover = "plain={};tls={};old={};locks={};rsmc={};swap={}".format(
             ",".join(str(sock.fileno()) for sock in self.socks),
             ",".join(str(sock.fileno()) for sock in self.tls_socks),
             ",".join(str(pid) for pid in old),
             ",".join(str(fd) for fd in self.locks.handover()),
-            self.rsmc_sock.fileno() if self.rsmc_sock else "")
+            self.rsmc_sock.fileno() if self.rsmc_sock else "",
+            self.swap_sock.fileno() if self.swap_sock else "")
         env = dict(os.environ)
         env[INHERIT_ENV] = handover
         argv = [sys.executable] + sys.orig_argv[1:]
@@ -527,6 +560,8 @@ class Master:
         tls_text = f" and https://{self.config.tls_listen}" if self.tls_socks else ""
         if self.rsmc_sock is not None:
             tls_text += f" and rsmc {self.config.rsmc_listen}"
+        if self.swap_sock is not None:
+            tls_text += f" and swap {self.config.swap_listen}"
         print(f"storage-node listening on http://{self.config.listen}{tls_text} "
               f"(namespace {self.config.namespace}, docroot {self.config.docroot}, "
               f"{len(self.socks)} workers)", flush=True)
@@ -543,9 +578,12 @@ class Master:
                 self._reload()
             else:
                 self._stop(info.si_signo)
-        for sock in self.socks + self.tls_socks + ([self.rsmc_sock] if self.rsmc_sock else []):
+        for sock in self.socks + self.tls_socks + self._admin_socks():
             sock.close()
         return self.exit_code
+
+    def _admin_socks(self):
+        return [sock for sock in (self.rsmc_sock, self.swap_sock) if sock is not None]
 
 
 def serve(config, config_path=None, overrides=None):
