@@ -177,3 +177,49 @@ def test_add_subparser_registers_ec():
     assert args.func is ec_cli.cmd_put and args.chunk_size == 10 * MIB
     assert args.progress is False and ec_cli.read_nodes(args) == \
         ["http://a", "http://b", "http://c"]
+
+
+def _flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def _node_of(cluster, chunk_url):
+    base = split_chunk_url(chunk_url)[0]
+    return next(n for n in cluster if f"http://{n.host}" == base)
+
+
+def test_get_leaves_a_corrupt_chunk_out(cluster, nodes_file, tmp_path, capsys):
+    """One flipped byte in one chunk file: get decodes from the others, names
+    the chunk, exits 0; --no-verify returns the corrupt bytes, as its help says."""
+    data = random.Random(3).randbytes(3 * MIB + 10)
+    src = tmp_path / "in"
+    src.write_bytes(data)
+    dpath = tmp_path / "d.json"
+    assert run(capsys, "put", str(src), "--nodes-file", nodes_file, "-o", str(dpath))[0] == 0
+    desc = json.loads(dpath.read_text())
+    bad = desc["metachunks"][0]["chunks"][1]
+    _flip(_node_of(cluster, bad["url"]).chunk_path(bad["id"]), 174844 + 80 + 12345)
+    got = tmp_path / "out"
+    status, _, err = run(capsys, "get", str(dpath), "-o", str(got))
+    assert status == 0, err
+    assert got.read_bytes() == data
+    assert f"left out chunk 0.1 ({bad['url']})" in err and "corrupt" in err
+    status, _, err = run(capsys, "get", str(dpath), "-o", str(got), "--no-verify")
+    assert status == 0 and err == ""
+    wrong = got.read_bytes()
+    assert wrong != data and len(wrong) == len(data)
+    assert sum(a != b for a, b in zip(wrong, data)) == 1
+    help_text = ec_cli_help("get")
+    assert "--no-verify trusts the chunks" in help_text
+    assert "returned as they are, with exit status 0" in help_text
+
+
+def ec_cli_help(command):
+    parser = argparse.ArgumentParser(prog="storage-node")
+    ec = ec_cli.add_subparser(parser.add_subparsers(dest="command"))
+    sub = next(a for a in ec._actions if isinstance(a, argparse._SubParsersAction))
+    return " ".join(sub.choices[command].format_help().split())

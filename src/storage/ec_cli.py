@@ -178,9 +178,10 @@ def cmd_get(args):
     out = open(args.output, "wb") if to_file else sys.stdout.buffer
     progress = _progress(args, max(0, min(end, size - 1) - start + 1), "get")
     failed = None
+    problems = []
     try:
         for piece in reader.read(desc, start, end, timeout=args.timeout, verify=args.verify,
-                                 progress=progress):
+                                 progress=progress, problems=problems):
             out.write(piece)
         out.flush()
     except (reader.ECReadError, OSError) as exc:
@@ -190,6 +191,8 @@ def cmd_get(args):
             progress.close()
         if to_file:
             out.close()
+    for problem in problems:    # chunks the bytes were rebuilt without
+        print(f"storage-node ec: left out {problem}", file=sys.stderr)
     if failed is not None:
         if to_file:     # never leave wrong or partial bytes behind
             os.unlink(args.output)
@@ -300,7 +303,12 @@ def add_subparser(subparsers):
     get.add_argument("-o", "--output", help="output file (default stdout)")
     get.add_argument("--range", help="bytes A-B (inclusive), A- or -N")
     get.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                     help="check whole metachunks against their MD5 (default on)")
+                     help="check each chunk against its hash before using it (its node "
+                     "re-hashes it), leave out those that do not match, and check whole "
+                     "metachunks against their MD5 (default). --no-verify trusts the "
+                     "chunks: no hash is checked, so the bytes of a corrupt chunk are "
+                     "returned as they are, with exit status 0 (only fragment headers, "
+                     "and payload CRC32s if the object has them, are still checked)")
     get.set_defaults(func=cmd_get)
 
     reb = sub.add_parser("rebuild", help="regenerate lost chunks on another node")

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from storage.ec import description as descmod
 from storage.ec import header, placement
 from storage.ec.codec import Codec
-from storage.ec.reader import FragmentSource
+from storage.ec.reader import FragmentSource, check_chunk
 from storage.ec.rawxclient import META, RawxClient, RawxError, split_chunk_url
 from storage.ec.writer import new_chunk_id
 
@@ -114,32 +114,6 @@ def _chksum_name(ctype):
     return "inline_crc32" if ctype == header.CHKSUM_CRC32 else "none"
 
 
-def _check_one(mc, chunk, timeout):
-    node, cid = split_chunk_url(chunk["url"])
-    client = RawxClient(node, timeout=timeout)
-    result = {"metachunk": mc["pos"], "pos": chunk["pos"], "url": chunk["url"]}
-    try:
-        status, headers = client.head(cid, check_hash=True, expected_hash=chunk.get("hash"))
-    except RawxError as exc:
-        return dict(result, state="unreachable", detail=str(exc))
-    finally:
-        client.close()
-    if status == 404:
-        return dict(result, state="missing", detail="404")
-    if status == 412:
-        return dict(result, state="corrupt", detail="412: data does not match its hash or size")
-    if status != 200:
-        return dict(result, state="error", detail=f"HEAD status {status}")
-    got = {"pos": headers.get("x-oio-chunk-meta-chunk-pos"),
-           "size": headers.get("x-oio-chunk-meta-chunk-size"),
-           "metachunk-size": headers.get("x-oio-chunk-meta-metachunk-size")}
-    want = {"pos": chunk["pos"], "size": str(chunk["size"]), "metachunk-size": str(mc["size"])}
-    wrong = [f"{k} {got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k]]
-    if wrong:
-        return dict(result, state="mismatch", detail="; ".join(wrong))
-    return dict(result, state="ok")
-
-
 def check(desc, *, timeout=30.0, workers=9):
     """HEAD every chunk with ``X-oio-check-hash: true`` (the node re-hashes
     the data against the description's hash). Returns one dict per chunk:
@@ -147,4 +121,4 @@ def check(desc, *, timeout=30.0, workers=9):
     "mismatch", "error") and detail."""
     jobs = [(mc, c) for mc in desc["metachunks"] for c in mc["chunks"]]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        return list(pool.map(lambda job: _check_one(job[0], job[1], timeout), jobs))
+        return list(pool.map(lambda job: check_chunk(job[0], job[1], timeout), jobs))
