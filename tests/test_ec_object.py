@@ -317,7 +317,7 @@ def test_put_fails_cleanly_with_a_dead_node(cluster):
     def files():
         return sorted(p for n in cluster for p in _chunk_files(n))
     before = files()
-    with pytest.raises(writer.WriteError, match="1 chunk upload"):
+    with pytest.raises(writer.WriteError, match="8 live nodes remain, 9 distinct ones needed"):
         writer.put(io.BytesIO(data_of(2 * MIB, 7)), urls(cluster[:8]) + [dead], path="x")
     assert files() == before
 

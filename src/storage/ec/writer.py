@@ -26,11 +26,13 @@ import threading
 import time
 
 from storage.ec import description as descmod
-from storage.ec import placement
+from storage.ec import placement, rebuild
 from storage.ec.codec import Codec
 from storage.ec.header import DEFAULT_LIBRARY_VERSION
 from storage.ec.layout import SEGMENT_SIZE, Layout
-from storage.ec.rawxclient import META, RawxClient, RawxError
+from storage.ec.rawxclient import META, RawxClient, RawxError, split_chunk_url
+
+new_chunk_id = descmod.new_chunk_id
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,6 @@ _POLL = 0.5                 # seconds between checks for a failed uploader
 
 class WriteError(Exception):
     """The object could not be stored; nothing of it should be relied on."""
-
-
-def new_chunk_id():
-    return secrets.token_hex(32).upper()
 
 
 def new_content_id():
@@ -72,18 +70,101 @@ class _BufferSet:
             self._pool.put(self)
 
 
+class _Placement:
+    """Where the chunks of one put go, shared by the uploaders (locked).
+
+    Metachunk N's chunks go to the first k + m nodes of the rendezvous order
+    for its key, leaving out the nodes given up earlier in the put. A node
+    that refuses a chunk before any byte of it is sent is given up and the
+    chunk goes to the next node of the order that holds none of the
+    metachunk's chunks. A node that fails once bytes were sent is given up
+    too, and its chunk is recorded in ``lost``: put() regenerates it from
+    the metachunk's stored chunks once they are all written.
+    """
+
+    def __init__(self, nodes, content_id, layout):
+        self.nodes = nodes
+        self.content_id = content_id
+        self.layout = layout
+        self.dead = {}          # node URL -> why it was given up
+        self.lost = {}          # metachunk number -> {chunk index: (node, chunk id)}
+        self.error = None       # a WriteError once the put cannot succeed
+        self._order = {}        # metachunk number -> [node URL] best first
+        self._holders = {}      # metachunk number -> {chunk index: node URL}
+        self._lock = threading.Lock()
+
+    def _too_few(self, number):
+        """A WriteError if fewer than k + m live nodes remain, else None."""
+        live = [n for n in self._order[number] if n not in self.dead]
+        if len(live) >= self.layout.n:
+            return None
+        return WriteError(f"metachunk {number}: {len(live)} live nodes remain, {self.layout.n} "
+                          f"distinct ones needed; given up: "
+                          + "; ".join(f"{n} ({r})" for n, r in self.dead.items()))
+
+    def _give_up(self, number, node, reason):
+        """Mark ``node`` dead; the put's error if too few live nodes remain."""
+        self.dead.setdefault(node, str(reason))
+        if self.error is None:
+            self.error = self._too_few(number)
+        return self.error
+
+    def assign(self, number):
+        """The nodes of metachunk ``number``'s chunks, in index order."""
+        with self._lock:
+            self._order[number] = placement.rank(
+                self.nodes, placement.metachunk_key(self.content_id, number))
+            error = self._too_few(number)
+            if error is not None:
+                raise error
+            live = [n for n in self._order[number] if n not in self.dead]
+            self._holders[number] = dict(enumerate(live[:self.layout.n]))
+            return live[:self.layout.n]
+
+    def replace(self, number, index, node, reason):
+        """``node`` refused chunk ``index`` of metachunk ``number`` before any
+        byte was sent: the node that takes it now; WriteError if none."""
+        with self._lock:
+            error = self._give_up(number, node, reason)
+            if error is not None:
+                raise error
+            holders = self._holders[number]
+            taken = set(holders.values())
+            holders[index] = next(n for n in self._order[number]
+                                  if n not in self.dead and n not in taken)
+            return holders[index]
+
+    def lose(self, number, index, node, chunk_id, reason):
+        """``node`` failed with bytes of the chunk sent: regenerate it later."""
+        with self._lock:
+            lost = self.lost.setdefault(number, {})
+            lost[index] = (node, chunk_id)
+            self._give_up(number, node, reason)
+            if len(lost) > self.layout.m and self.error is None:
+                self.error = WriteError(
+                    f"metachunk {number}: {len(lost)} chunk uploads failed, at most "
+                    f"{self.layout.m} can be regenerated: " + "; ".join(
+                        f"{n} ({self.dead[n]})" for n, _ in lost.values()))
+
+
 class _Uploader(threading.Thread):
     """Sends fragment ``index`` of every segment to its chunk's PUT."""
 
-    def __init__(self, index, timeout):
+    def __init__(self, index, timeout, plan, stored, problems):
         super().__init__(name=f"ec-upload-{index}", daemon=True)
         self.index = index
         self.timeout = timeout
+        self.plan = plan
+        self.stored = stored        # URLs of the chunks stored (shared)
+        self.problems = problems    # what went wrong, one line each (shared)
         self.inbox = queue.Queue()
         self.clients = {}
-        self.error = None
-        self.done = {}          # metachunk number -> (chunk hash, chunk size)
-        self._upload = None
+        self.error = None           # an error that ends the put
+        self.done = {}              # metachunk number -> (chunk hash, chunk size)
+        self._number = None
+        self._chunk = None          # this metachunk's chunk entry (url updated here)
+        self._headers = None
+        self._upload = None         # None once this metachunk's chunk is lost
         self._md5 = None
         self._size = 0
 
@@ -96,7 +177,7 @@ class _Uploader(threading.Thread):
                     break
                 if kind == "data":
                     try:
-                        if self.error is None:
+                        if self.error is None and self._upload is not None:
                             self._send(item[1].views[self.index][:item[2]])
                     except Exception as exc:   # noqa: BLE001 - reported to the main thread
                         self._failed(exc)
@@ -108,7 +189,7 @@ class _Uploader(threading.Thread):
                 try:
                     if kind == "begin":
                         self._begin(*item[1:])
-                    elif kind == "end":
+                    elif kind == "end" and self._upload is not None:
                         self._end(*item[1:])
                 except Exception as exc:       # noqa: BLE001
                     self._failed(exc)
@@ -124,26 +205,71 @@ class _Uploader(threading.Thread):
             self._upload.abort()
             self._upload = None
 
-    def _begin(self, number, node, chunk_id, headers):
-        client = self.clients.get(node)
-        if client is None:
-            client = self.clients[node] = RawxClient(node, timeout=self.timeout)
-        self._upload = client.put(chunk_id, headers, descmod.CHUNK_TRAILERS)
+    def _node(self):
+        return self._chunk["url"][:-len(self._chunk["id"]) - 1]
+
+    def _open(self):
+        """Start the PUT of the chunk, on the next node while one refuses."""
+        while True:
+            node = self._node()
+            client = self.clients.get(node)
+            if client is None:
+                client = self.clients[node] = RawxClient(node, timeout=self.timeout)
+            try:
+                self._upload = client.put(self._chunk["id"], self._headers,
+                                          descmod.CHUNK_TRAILERS)
+                return
+            except RawxError as exc:
+                self._moved(node, exc)
+
+    def _moved(self, node, exc):
+        new = self.plan.replace(self._number, self.index, node, exc)
+        self._chunk["url"] = f"{new}/{self._chunk['id']}"
+        self.problems.append(f"chunk {self._chunk['pos']}: {node} failed ({exc}): "
+                             f"sent to {new} instead")
+        log.warning("EC put: %s", self.problems[-1])
+
+    def _begin(self, number, chunk, headers):
+        self._number, self._chunk, self._headers = number, chunk, headers
         self._md5 = hashlib.md5()
         self._size = 0
+        self._open()
 
     def _send(self, view):
+        while True:
+            try:
+                self._upload.write(view)
+                break
+            except RawxError as exc:
+                if self._size:
+                    self._lose(exc)
+                    return
+                self._moved(self._node(), exc)    # nothing sent yet: start over elsewhere
+                self._open()
         self._md5.update(view)
-        self._upload.write(view)
         self._size += view.nbytes
+
+    def _lose(self, exc):
+        node = self._node()
+        self._upload.abort()
+        self._upload = None
+        self.plan.lose(self._number, self.index, node, self._chunk["id"], exc)
+        self.problems.append(f"chunk {self._chunk['pos']}: {node} failed after "
+                             f"{self._size} bytes ({exc}): regenerated elsewhere")
+        log.warning("EC put: %s", self.problems[-1])
 
     def _end(self, number, mc_trailers):
         chunk_hash = self._md5.hexdigest().upper()
         trailers = dict(mc_trailers)
         trailers[META + "Chunk-Hash"] = chunk_hash
         trailers[META + "Chunk-Size"] = str(self._size)
-        reply = self._upload.finish(trailers)
+        try:
+            reply = self._upload.finish(trailers)
+        except RawxError as exc:
+            self._lose(exc)
+            return
         self._upload = None
+        self.stored.append(self._chunk["url"])
         stored = reply.get("x-oio-chunk-meta-chunk-hash", chunk_hash).upper()
         if stored != chunk_hash:
             raise RawxError(f"chunk {number}.{self.index}: node stored hash {stored}, "
@@ -183,20 +309,28 @@ def _read_full(stream, buf):
 def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         content_id=None, k=6, m=3, chunk_size=DEFAULT_CHUNK_SIZE, storage_policy=None,
         chksum_type="none", library_version=DEFAULT_LIBRARY_VERSION, timeout=30.0,
-        progress=None, size=None):
+        progress=None, size=None, problems=None):
     """Store the bytes of a binary stream as an EC object on k + m of the
     ``nodes`` (URLs) chosen per metachunk by rendezvous hashing; returns its
     description (a dict, see storage.ec.description). ``chunk_size`` is the
     data bytes per chunk (metachunk = k x chunk_size, whole MiB);
     ``progress(nbytes)`` is called after each segment; ``size`` (bytes the
     stream will give, found with fstat for a regular file) lets a
-    one-metachunk object skip hashing its bytes twice. WriteError on
-    failure (chunks already stored are deleted, best effort)."""
+    one-metachunk object skip hashing its bytes twice.
+
+    A node that fails is replaced by the next one of the rendezvous order
+    (see ``_Placement``): the chunks sent to it are deleted (best effort)
+    and stored on other nodes, regenerated from the others when bytes were
+    already sent; a line per replacement is appended to the list
+    ``problems`` if given. WriteError when fewer than k + m distinct live
+    nodes remain (or more than m chunks of a metachunk failed mid-way);
+    every chunk already stored is deleted then (best effort)."""
     layout = Layout(k, m, SEGMENT_SIZE)
     codec = Codec(k, m, chksum_type=chksum_type, library_version=library_version)
     limit = layout.metachunk_limit(chunk_size)
-    if len({placement.normalize_url(n) for n in nodes}) < layout.n:
-        raise WriteError(f"need {layout.n} distinct nodes, got {len(set(nodes))}")
+    nodes = list(dict.fromkeys(placement.normalize_url(n) for n in nodes))
+    if len(nodes) < layout.n:
+        raise WriteError(f"need {layout.n} distinct nodes, got {len(nodes)}")
     content_id = content_id or new_content_id()
     version = int(time.time() * 1_000_000) if version is None else int(version)
     desc = {
@@ -208,10 +342,13 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         "storage_policy": storage_policy or f"EC{k}+{m}", "chksum_type": chksum_type,
         "metachunk_limit": limit, "metachunks": [],
     }
+    plan = _Placement(nodes, content_id, layout)
+    stored = []
+    problems = [] if problems is None else problems
     pool = queue.Queue()
     for _ in range(POOL_DEPTH):
         pool.put(_BufferSet(layout.n, layout.full_fragment, pool))
-    uploaders = [_Uploader(i, timeout) for i in range(layout.n)]
+    uploaders = [_Uploader(i, timeout, plan, stored, problems) for i in range(layout.n)]
     for u in uploaders:
         u.start()
     segment = bytearray(SEGMENT_SIZE)
@@ -225,7 +362,7 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         number = 0
         while True:
             mc = _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, codec,
-                                  nodes, pool, uploaders, obj_md5, progress)
+                                  plan, pool, uploaders, obj_md5, progress)
             seg_len = mc.pop("_next")
             desc["metachunks"].append(mc)
             desc["size"] += mc["size"]
@@ -236,10 +373,22 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
             u.inbox.put(("stop",))
         for u in uploaders:
             u.join()
-        _raise_failed(uploaders)
+        _raise_failed(uploaders, plan)
         for mc in desc["metachunks"]:
+            lost = plan.lost.setdefault(mc["pos"], {})
             for c in mc["chunks"]:
+                if c["index"] in lost:
+                    continue
                 c["hash"], c["size"] = uploaders[c["index"]].done[mc["pos"]]
+                node = split_chunk_url(c["url"])[0]
+                if node in plan.dead:   # stored before its node failed: moved too
+                    lost[c["index"]] = (node, c["id"])
+                    problems.append(f"chunk {c['pos']}: stored on {node} before it failed")
+            if len(lost) > layout.m:
+                raise WriteError(f"metachunk {mc['pos']}: {len(lost)} chunks on failed nodes, "
+                                 f"at most {layout.m} can be regenerated")
+            _regenerate(desc, mc, lost, plan, stored, problems, timeout)
+            for c in mc["chunks"]:
                 if c["size"] != mc["chunk_size"]:
                     raise WriteError(f"chunk {c['pos']}: sent {c['size']} bytes, layout says "
                                      f"{mc['chunk_size']}")
@@ -257,20 +406,43 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
                 u.inbox.put(("stop",))
             for u in uploaders:
                 u.join(timeout + 5)
-            _cleanup(desc, uploaders, timeout)
+        # The chunks sent to a failed node go too: an upload that failed may
+        # have been stored before its reply was lost.
+        moved = [f"{node}/{cid}" for lost in plan.lost.values() for node, cid in lost.values()]
+        _delete(dict.fromkeys(moved if ok else stored + moved), timeout, quiet=ok)
 
 
-def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, codec, nodes,
+def _regenerate(desc, mc, lost, plan, stored, problems, timeout):
+    """Rebuild the chunks of a metachunk whose upload failed mid-way from its
+    stored chunks, each onto the best live node holding none of them."""
+    pending = set(lost)
+    for index in sorted(lost):
+        pos = f"{mc['pos']}.{index}"
+        try:
+            chunk = rebuild.rebuild(desc, mc["pos"], index,
+                                    rebuild.spares(desc, mc["pos"], plan.nodes),
+                                    exclude=pending - {index}, verify=False, dead=plan.dead,
+                                    timeout=timeout)
+        except rebuild.RebuildError as exc:
+            raise WriteError(f"chunk {pos} could not be regenerated ({plan.layout.n} distinct "
+                             f"live nodes needed): {exc}") from exc
+        pending.discard(index)
+        stored.append(chunk["url"])
+        problems.append(f"chunk {pos}: regenerated on {chunk['url']}")
+        log.warning("EC put: %s", problems[-1])
+
+
+def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, codec, plan,
                      pool, uploaders, obj_md5, progress):
-    targets = placement.choose(nodes, placement.metachunk_key(desc["content_id"], number),
-                               layout.n)
+    targets = plan.assign(number)
     chunks = []
     for i, node in enumerate(targets):
         cid = new_chunk_id()
         pos = f"{number}.{i}"
-        chunks.append({"index": i, "pos": pos, "url": f"{node}/{cid}", "id": cid,
-                       "size": None, "hash": None})
-        uploaders[i].inbox.put(("begin", number, node, cid, descmod.chunk_headers(desc, pos, cid)))
+        chunk = {"index": i, "pos": pos, "url": f"{node}/{cid}", "id": cid,
+                 "size": None, "hash": None}
+        chunks.append(chunk)
+        uploaders[i].inbox.put(("begin", number, chunk, descmod.chunk_headers(desc, pos, cid)))
     mc_md5 = hashlib.md5()
     size = 0
     while seg_len and size < limit:
@@ -278,7 +450,7 @@ def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, code
         mc_md5.update(data)
         if obj_md5 is not None:
             obj_md5.update(data)
-        bufs = _take(pool, uploaders)
+        bufs = _take(pool, uploaders, plan)
         fsize = codec.encode_into(data, bufs.views)
         bufs.arm(layout.n)
         for u in uploaders:
@@ -294,17 +466,21 @@ def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, code
             "chunk_size": layout.chunk_size(size), "chunks": chunks, "_next": seg_len}
 
 
-def _raise_failed(uploaders):
+def _raise_failed(uploaders, plan):
+    if plan.error is not None:
+        raise plan.error
     failed = [u for u in uploaders if u.error is not None]
     if failed:
+        if any(isinstance(u.error, WriteError) for u in failed):
+            raise next(u.error for u in failed if isinstance(u.error, WriteError))
         detail = "; ".join(f"chunk {u.index}: {u.error}" for u in failed)
         raise WriteError(f"{len(failed)} chunk upload(s) failed: {detail}")
 
 
-def _take(pool, uploaders):
-    """A free buffer set; WriteError as soon as an uploader has failed."""
+def _take(pool, uploaders, plan):
+    """A free buffer set; WriteError as soon as the put cannot succeed."""
     while True:
-        _raise_failed(uploaders)
+        _raise_failed(uploaders, plan)
         try:
             return pool.get(timeout=_POLL)
         except queue.Empty:
@@ -312,17 +488,10 @@ def _take(pool, uploaders):
                 raise WriteError("every uploader stopped") from None
 
 
-def _cleanup(desc, uploaders, timeout):
-    """Delete the chunks that were stored before the failure (best effort)."""
-    for mc in desc["metachunks"]:
-        for c in mc["chunks"]:
-            if mc["pos"] not in uploaders[c["index"]].done:
-                continue
-            node = c["url"][:-len(c["id"]) - 1]
-            client = RawxClient(node, timeout=timeout)
-            try:
-                client.delete(c["id"])
-            except RawxError as exc:
-                log.warning("could not delete %s after a failed put: %s", c["url"], exc)
-            finally:
-                client.close()
+def _delete(urls, timeout, quiet):
+    """Delete chunks (best effort): those stored before a failed put, or
+    those whose upload failed (they may have been stored all the same)."""
+    for url in urls:
+        error = rebuild.delete_chunk(url, timeout)
+        if error is not None and not quiet:
+            log.warning("could not delete %s after a failed put: %s", url, error)
