@@ -2,7 +2,7 @@
 
     storage-node ec put FILE|- --nodes URL,URL,... [--nodes-file F] [-o DESC]
     storage-node ec get DESC [-o OUT] [--range A-B]
-    storage-node ec rebuild DESC [--pos N.i ...] [--to URL | --nodes ...] [-o DESC]
+    storage-node ec rebuild DESC [--pos N.i ...] [--to URL | --nodes ...] [-o NEWDESC]
     storage-node ec check DESC
 
 ``put`` prints the object's description (JSON) that the others take back
@@ -10,10 +10,13 @@
 check found bad chunks), 2 bad arguments or description.
 """
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
+import tempfile
 import time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -107,8 +110,37 @@ def _write_desc(desc, path):
         sys.stdout.write(dumps(desc))
         sys.stdout.flush()
     else:
-        with open(path, "w", encoding="utf-8") as f:
+        _write_desc_atomically(desc, path)
+
+
+def _write_desc_atomically(desc, path):
+    """Replace the file at ``path`` by the description in one rename: a
+    reader sees the old one or the new one, whole."""
+    from storage.ec.description import dumps
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ec-desc-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(dumps(desc))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _own_messages():
+    """The commands say on stderr what went wrong; keep the library's own
+    warnings (the same news) off it unless the caller set up logging."""
+    ec_log = logging.getLogger("storage.ec")
+    if not any(isinstance(h, logging.NullHandler) for h in ec_log.handlers):
+        ec_log.addHandler(logging.NullHandler())
+
+
+def _note(message):
+    print(f"storage-node ec: {message}", file=sys.stderr)
 
 
 def _fail(message, status=EXIT_FAILED):
@@ -118,6 +150,7 @@ def _fail(message, status=EXIT_FAILED):
 
 # -- put -----------------------------------------------------------------------
 def cmd_put(args):
+    _own_messages()
     from storage.ec import writer
     nodes = read_nodes(args)
     if len(nodes) < 9:
@@ -132,12 +165,13 @@ def cmd_put(args):
             return _fail(f"cannot open {args.file}: {exc.strerror}", EXIT_USAGE)
         total, name = os.fstat(stream.fileno()).st_size, os.path.basename(args.file)
     progress = _progress(args, total, "put")
+    problems = []
     try:
         desc = writer.put(stream, nodes, path=args.path or name, account=args.account,
                           container=args.container, chunk_size=args.chunk_size,
                           storage_policy=args.policy, chksum_type=args.chksum,
                           library_version=args.library_version, timeout=args.timeout,
-                          progress=progress)
+                          progress=progress, problems=problems)
     except (writer.WriteError, OSError) as exc:
         return _fail(f"put failed: {exc}")
     finally:
@@ -145,6 +179,8 @@ def cmd_put(args):
             progress.close()
         if stream is not sys.stdin.buffer:
             stream.close()
+        for problem in problems:
+            _note(problem)
     _write_desc(desc, args.output)
     return EXIT_OK
 
@@ -162,6 +198,7 @@ def _parse_range(text, size):
 
 
 def cmd_get(args):
+    _own_messages()
     from storage.ec import reader
     try:
         desc = _load_desc(args.description)
@@ -191,8 +228,8 @@ def cmd_get(args):
             progress.close()
         if to_file:
             out.close()
-    for problem in problems:    # chunks the bytes were rebuilt without
-        print(f"storage-node ec: left out {problem}", file=sys.stderr)
+    for problem in problems:    # chunks the bytes were decoded without
+        _note(f"left out {problem}")
     if failed is not None:
         if to_file:     # never leave wrong or partial bytes behind
             os.unlink(args.output)
@@ -201,49 +238,94 @@ def cmd_get(args):
 
 
 # -- rebuild -------------------------------------------------------------------
-def cmd_rebuild(args):
+def _wanted(args, desc):
+    """[((metachunk, index), state)] to rebuild: --pos as given (state None),
+    or every chunk ``check`` finds bad."""
     from storage.ec import rebuild
+    if not args.pos:
+        return [(tuple(int(x) for x in r["pos"].split(".")), r["state"])
+                for r in rebuild.check(desc, timeout=args.timeout) if r["state"] != "ok"]
+    wanted = [tuple(int(x) for x in p.split(".")) for p in args.pos]
+    if any(len(w) != 2 for w in wanted):
+        raise ValueError
+    return [(w, None) for w in wanted]
+
+
+def cmd_rebuild(args):
+    _own_messages()
+    from storage.ec import rebuild
+    from storage.ec.description import chunk_of
     try:
         desc = _load_desc(args.description)
     except (OSError, ValueError) as exc:
         return _fail(str(exc), EXIT_USAGE)
+    output = args.output or args.description
+    if output == "-" and args.description == "-" and not args.output:
+        return _fail("a description read from stdin needs -o FILE (or -o - for stdout)",
+                     EXIT_USAGE)
     nodes = read_nodes(args)
-    if args.pos:
-        try:
-            wanted = [tuple(int(x) for x in p.split(".")) for p in args.pos]
-            if any(len(w) != 2 for w in wanted):
-                raise ValueError
-        except ValueError:
-            return _fail(f"--pos takes N.i (metachunk.index), got {args.pos}", EXIT_USAGE)
-    else:
-        wanted = [tuple(int(x) for x in r["pos"].split("."))
-                  for r in rebuild.check(desc, timeout=args.timeout) if r["state"] != "ok"]
-        if not wanted:
-            print("storage-node ec: every chunk is fine, nothing to rebuild", file=sys.stderr)
+    try:
+        wanted = _wanted(args, desc)
+    except ValueError:
+        return _fail(f"--pos takes N.i (metachunk.index), got {args.pos}", EXIT_USAGE)
+    if not wanted:
+        _note("every chunk is fine, nothing to rebuild")
     if args.to and len(wanted) > 1:
         return _fail("--to names one node: rebuild one --pos at a time with it", EXIT_USAGE)
     if not args.to and wanted and not nodes:
-        return _fail("say where to rebuild: --to URL, or --nodes to pick a spare", EXIT_USAGE)
-    for number, index in wanted:
+        return _fail("say where to rebuild: --to URL, or --nodes/--nodes-file listing spares",
+                     EXIT_USAGE)
+    pending = {pos for pos, _ in wanted}
+    dead = {}
+    failed = 0
+    for (number, index), state in wanted:
         try:
-            target = args.to or rebuild.spare_node(desc, number, nodes)
-            mc_size = desc["metachunks"][number]["chunk_size"]
-            progress = _progress(args, mc_size, f"rebuild {number}.{index}")
+            mc = desc["metachunks"][number]
+            old = dict(chunk_of(mc, index))
+        except (IndexError, ValueError) as exc:
+            failed += 1
+            _fail(f"rebuild of {number}.{index} failed: {exc}")
+            continue
+        targets = [args.to] if args.to else rebuild.spares(desc, number, nodes)
+        progress = _progress(args, mc["chunk_size"], f"rebuild {number}.{index}")
+        known_dead = set(dead)
+        try:
+            chunk = rebuild.rebuild(desc, number, index, targets, same_id=args.same_id,
+                                    exclude={i for n, i in pending if n == number} - {index},
+                                    dead=dead, timeout=args.timeout, progress=progress)
+        except rebuild.RebuildError as exc:
+            failed += 1
+            _fail(f"rebuild of {number}.{index} failed: {exc}"
+                  + ("" if targets else "; no spare: every node listed holds a chunk of "
+                     f"metachunk {number}, list more nodes"))
+            continue
+        finally:
+            if progress is not None:
+                progress.close()
+            for node in set(dead) - known_dead:
+                _note(f"target {node} skipped: {dead[node]}")
+        pending.discard((number, index))
+        if output != "-":       # a re-run resumes from here: no rebuilt chunk is orphaned
             try:
-                chunk = rebuild.rebuild(desc, number, index, target, same_id=args.same_id,
-                                        timeout=args.timeout, progress=progress)
-            finally:
-                if progress is not None:
-                    progress.close()
-        except (rebuild.RebuildError, IndexError) as exc:
-            return _fail(f"rebuild of {number}.{index} failed: {exc}")
-        print(f"storage-node ec: rebuilt {chunk['pos']} as {chunk['url']}", file=sys.stderr)
-    _write_desc(desc, args.output)
-    return EXIT_OK
+                _write_desc_atomically(desc, output)
+            except OSError as exc:
+                rebuild.delete_chunk(chunk["url"], args.timeout)
+                chunk.update(old)
+                return _fail(f"cannot write the description to {output}: {exc}; "
+                             f"chunk {number}.{index} not rebuilt")
+        _note(f"rebuilt {chunk['pos']} as {chunk['url']}")
+        if old["url"] != chunk["url"] and state != "unreachable":
+            error = rebuild.delete_chunk(old["url"], args.timeout)
+            _note(f"removed the old copy {old['url']}" if error is None else
+                  f"could not remove the old copy {old['url']}: {error}")
+    if output == "-":
+        _write_desc(desc, "-")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # -- check ---------------------------------------------------------------------
 def cmd_check(args):
+    _own_messages()
     from storage.ec import rebuild
     try:
         desc = _load_desc(args.description)
@@ -311,7 +393,12 @@ def add_subparser(subparsers):
                      "and payload CRC32s if the object has them, are still checked)")
     get.set_defaults(func=cmd_get)
 
-    reb = sub.add_parser("rebuild", help="regenerate lost chunks on another node")
+    reb = sub.add_parser("rebuild", help="regenerate lost chunks on another node",
+                         description="Rebuild each bad chunk (check's verdict, or --pos) onto "
+                         "the best spare: a listed node holding no chunk of its metachunk, in "
+                         "rendezvous order; a spare that fails is skipped for the next. The "
+                         "description is updated after each chunk, so a re-run resumes; the "
+                         "old copy is then deleted (unless its node is unreachable).")
     reb.add_argument("description", help="description file from put, or -")
     _common(reb, nodes=True)
     reb.add_argument("--pos", action="append", metavar="N.i",
@@ -320,7 +407,9 @@ def add_subparser(subparsers):
                      "from --nodes by rendezvous order)")
     reb.add_argument("--same-id", action="store_true", help="keep the chunk id "
                      "(default: a new id)")
-    reb.add_argument("-o", "--output", help="write the updated description here (default stdout)")
+    reb.add_argument("-o", "--output", help="write the updated description here (default: "
+                     "update DESCRIPTION in place), after each chunk rebuilt, by an atomic "
+                     "rename; - prints it once at the end")
     reb.set_defaults(func=cmd_rebuild)
 
     chk = sub.add_parser("check", help="HEAD every chunk with hash checking; report bad ones")
