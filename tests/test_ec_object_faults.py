@@ -197,6 +197,92 @@ def test_put_fails_when_too_few_live_nodes_remain_and_leaves_nothing(fresh):
             assert committed(node) == before[node.docroot]
 
 
+class _Pipe(io.RawIOBase):
+    """A stream that cannot seek, like stdin from a pipe."""
+
+    def __init__(self, data):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, view):
+        return self._data.readinto(view)
+
+
+class _Shifty(io.BytesIO):
+    """A seekable input whose first byte changes once it has all been read."""
+
+    shifted = False
+
+    def readinto(self, view):
+        n = super().readinto(view)
+        if self.tell() == len(self.getbuffer()) and not self.shifted:
+            self.shifted = True
+            self.getbuffer()[0] ^= 1
+        return n
+
+
+@pytest.fixture
+def thirteen(tmp_path):
+    nodes = start_nodes(tmp_path, 13)
+    yield nodes
+    for node in nodes:
+        node.kill()
+
+
+def _kill_four(nodes, cid):
+    victims = [node_of(nodes, n + "/x") for n in order(urls(nodes), cid)[1:5]]
+    sent = []
+
+    def progress(n):
+        sent.append(n)
+        if len(sent) == 4:
+            for v in victims:
+                v.kill()
+    return victims, progress
+
+
+def test_put_sends_again_when_more_than_m_chunks_are_lost(thirteen):
+    """Four of the nine die mid-upload, nine live nodes remain: the four
+    chunks cannot be rebuilt from five, so the input is read again."""
+    cid = "5EED" * 8
+    victims, progress = _kill_four(thirteen, cid)
+    data = data_of(5 * MIB + 1, 7)
+    problems = []
+    desc = writer.put(io.BytesIO(data), urls(thirteen), path="o", content_id=cid,
+                      progress=progress, problems=problems)
+    [mine] = holders(desc)
+    assert len(set(mine)) == 9 and not set(mine) & set(urls(victims))
+    assert sum("sent again to" in p for p in problems) == 4
+    assert reader.read_all(desc, verify=True) == data
+    assert {r["state"] for r in rebuild.check(desc)} == {"ok"}
+
+
+def test_put_from_a_pipe_fails_when_more_than_m_chunks_are_lost(thirteen):
+    cid = "5EED" * 8
+    victims, progress = _kill_four(thirteen, cid)
+    before = {n.docroot: committed(n) for n in thirteen}
+    with pytest.raises(writer.WriteError, match="the input cannot be read again"):
+        writer.put(_Pipe(data_of(5 * MIB + 1, 7)), urls(thirteen), path="o", content_id=cid,
+                   progress=progress)
+    for node in thirteen:
+        if node not in victims:
+            assert committed(node) == before[node.docroot]
+
+
+def test_put_refuses_an_input_that_changed_when_read_again(thirteen):
+    cid = "5EED" * 8
+    victims, progress = _kill_four(thirteen, cid)
+    before = {n.docroot: committed(n) for n in thirteen}
+    with pytest.raises(writer.WriteError, match="the input changed while it was stored"):
+        writer.put(_Shifty(data_of(5 * MIB + 1, 7)), urls(thirteen), path="o", content_id=cid,
+                   progress=progress)
+    for node in thirteen:
+        if node not in victims:
+            assert committed(node) == before[node.docroot]
+
+
 # -- get and rebuild -------------------------------------------------------------------
 def test_rebuild_skips_a_target_that_fails(cluster):
     dead = dead_url()

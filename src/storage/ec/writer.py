@@ -9,6 +9,9 @@ and encodes the next segment; a buffer set returns to the pool once all
 uploaders have sent their fragment. Memory: the pool (3 x 9 x 171 KiB) plus
 one input segment, whatever the object size.
 
+A node that fails does not fail the put while k + m live nodes remain: its
+chunks move to the next nodes of the rendezvous order (``failover``).
+
 Default chunk size: 100 MiB of data per chunk (OpenIO's usual ns.chunk_size),
 so a metachunk holds up to 600 MiB with k=6 and each chunk file is about
 100 MiB (data) or its parity twin: big enough that per-chunk overheads
@@ -26,23 +29,20 @@ import threading
 import time
 
 from storage.ec import description as descmod
-from storage.ec import placement, rebuild
+from storage.ec import failover, placement, rebuild
 from storage.ec.codec import Codec
 from storage.ec.header import DEFAULT_LIBRARY_VERSION
 from storage.ec.layout import SEGMENT_SIZE, Layout
 from storage.ec.rawxclient import META, RawxClient, RawxError, split_chunk_url
 
 new_chunk_id = descmod.new_chunk_id
+WriteError = failover.WriteError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 100 * (1 << 20)
 POOL_DEPTH = 3              # fragment buffer sets in flight
 _POLL = 0.5                 # seconds between checks for a failed uploader
-
-
-class WriteError(Exception):
-    """The object could not be stored; nothing of it should be relied on."""
 
 
 def new_content_id():
@@ -68,83 +68,6 @@ class _BufferSet:
             done = self._pending == 0
         if done:
             self._pool.put(self)
-
-
-class _Placement:
-    """Where the chunks of one put go, shared by the uploaders (locked).
-
-    Metachunk N's chunks go to the first k + m nodes of the rendezvous order
-    for its key, leaving out the nodes given up earlier in the put. A node
-    that refuses a chunk before any byte of it is sent is given up and the
-    chunk goes to the next node of the order that holds none of the
-    metachunk's chunks. A node that fails once bytes were sent is given up
-    too, and its chunk is recorded in ``lost``: put() regenerates it from
-    the metachunk's stored chunks once they are all written.
-    """
-
-    def __init__(self, nodes, content_id, layout):
-        self.nodes = nodes
-        self.content_id = content_id
-        self.layout = layout
-        self.dead = {}          # node URL -> why it was given up
-        self.lost = {}          # metachunk number -> {chunk index: (node, chunk id)}
-        self.error = None       # a WriteError once the put cannot succeed
-        self._order = {}        # metachunk number -> [node URL] best first
-        self._holders = {}      # metachunk number -> {chunk index: node URL}
-        self._lock = threading.Lock()
-
-    def _too_few(self, number):
-        """A WriteError if fewer than k + m live nodes remain, else None."""
-        live = [n for n in self._order[number] if n not in self.dead]
-        if len(live) >= self.layout.n:
-            return None
-        return WriteError(f"metachunk {number}: {len(live)} live nodes remain, {self.layout.n} "
-                          f"distinct ones needed; given up: "
-                          + "; ".join(f"{n} ({r})" for n, r in self.dead.items()))
-
-    def _give_up(self, number, node, reason):
-        """Mark ``node`` dead; the put's error if too few live nodes remain."""
-        self.dead.setdefault(node, str(reason))
-        if self.error is None:
-            self.error = self._too_few(number)
-        return self.error
-
-    def assign(self, number):
-        """The nodes of metachunk ``number``'s chunks, in index order."""
-        with self._lock:
-            self._order[number] = placement.rank(
-                self.nodes, placement.metachunk_key(self.content_id, number))
-            error = self._too_few(number)
-            if error is not None:
-                raise error
-            live = [n for n in self._order[number] if n not in self.dead]
-            self._holders[number] = dict(enumerate(live[:self.layout.n]))
-            return live[:self.layout.n]
-
-    def replace(self, number, index, node, reason):
-        """``node`` refused chunk ``index`` of metachunk ``number`` before any
-        byte was sent: the node that takes it now; WriteError if none."""
-        with self._lock:
-            error = self._give_up(number, node, reason)
-            if error is not None:
-                raise error
-            holders = self._holders[number]
-            taken = set(holders.values())
-            holders[index] = next(n for n in self._order[number]
-                                  if n not in self.dead and n not in taken)
-            return holders[index]
-
-    def lose(self, number, index, node, chunk_id, reason):
-        """``node`` failed with bytes of the chunk sent: regenerate it later."""
-        with self._lock:
-            lost = self.lost.setdefault(number, {})
-            lost[index] = (node, chunk_id)
-            self._give_up(number, node, reason)
-            if len(lost) > self.layout.m and self.error is None:
-                self.error = WriteError(
-                    f"metachunk {number}: {len(lost)} chunk uploads failed, at most "
-                    f"{self.layout.m} can be regenerated: " + "; ".join(
-                        f"{n} ({self.dead[n]})" for n, _ in lost.values()))
 
 
 class _Uploader(threading.Thread):
@@ -255,7 +178,7 @@ class _Uploader(threading.Thread):
         self._upload = None
         self.plan.lose(self._number, self.index, node, self._chunk["id"], exc)
         self.problems.append(f"chunk {self._chunk['pos']}: {node} failed after "
-                             f"{self._size} bytes ({exc}): regenerated elsewhere")
+                             f"{self._size} bytes ({exc}): to be stored again elsewhere")
         log.warning("EC put: %s", self.problems[-1])
 
     def _end(self, number, mc_trailers):
@@ -288,24 +211,6 @@ def _known_size(stream):
         return None
 
 
-def _read_full(stream, buf):
-    """Fill buf from the stream; returns the bytes read (short only at EOF)."""
-    view = memoryview(buf)
-    got = 0
-    readinto = getattr(stream, "readinto", None)
-    while got < len(view):
-        if readinto is not None:
-            n = readinto(view[got:])
-        else:
-            data = stream.read(len(view) - got)
-            n = len(data)
-            view[got:got + n] = data
-        if not n:
-            break
-        got += n
-    return got
-
-
 def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         content_id=None, k=6, m=3, chunk_size=DEFAULT_CHUNK_SIZE, storage_policy=None,
         chksum_type="none", library_version=DEFAULT_LIBRARY_VERSION, timeout=30.0,
@@ -319,11 +224,12 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
     one-metachunk object skip hashing its bytes twice.
 
     A node that fails is replaced by the next one of the rendezvous order
-    (see ``_Placement``): the chunks sent to it are deleted (best effort)
-    and stored on other nodes, regenerated from the others when bytes were
-    already sent; a line per replacement is appended to the list
-    ``problems`` if given. WriteError when fewer than k + m distinct live
-    nodes remain (or more than m chunks of a metachunk failed mid-way);
+    (see ``failover``): the chunks sent to it are deleted (best effort)
+    and stored on other nodes, rebuilt from the others or, when more than
+    m of a metachunk are lost, from the input read again (a seekable one);
+    a line per replacement is appended to the list ``problems`` if given.
+    WriteError when fewer than k + m distinct live nodes remain (or more
+    than m chunks of a metachunk are lost and the input is not seekable);
     every chunk already stored is deleted then (best effort)."""
     layout = Layout(k, m, SEGMENT_SIZE)
     codec = Codec(k, m, chksum_type=chksum_type, library_version=library_version)
@@ -342,7 +248,8 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         "storage_policy": storage_policy or f"EC{k}+{m}", "chksum_type": chksum_type,
         "metachunk_limit": limit, "metachunks": [],
     }
-    plan = _Placement(nodes, content_id, layout)
+    start = failover.start_offset(stream)
+    plan = failover.Plan(nodes, content_id, layout, reread=start is not None)
     stored = []
     problems = [] if problems is None else problems
     pool = queue.Queue()
@@ -358,7 +265,7 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
     obj_md5 = hashlib.md5() if size is None or size > limit else None
     ok = False
     try:
-        seg_len = _read_full(stream, segment)
+        seg_len = failover.read_full(stream, segment)
         number = 0
         while True:
             mc = _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, codec,
@@ -385,9 +292,12 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
                     lost[c["index"]] = (node, c["id"])
                     problems.append(f"chunk {c['pos']}: stored on {node} before it failed")
             if len(lost) > layout.m:
-                raise WriteError(f"metachunk {mc['pos']}: {len(lost)} chunks on failed nodes, "
-                                 f"at most {layout.m} can be regenerated")
-            _regenerate(desc, mc, lost, plan, stored, problems, timeout)
+                if start is None:
+                    raise plan.too_many(mc["pos"])
+                failover.resend(desc, mc, lost, plan, stream, start, codec, segment,
+                                pool.get_nowait().views, stored, problems, timeout)
+            else:
+                failover.regenerate(desc, mc, lost, plan, stored, problems, timeout)
             for c in mc["chunks"]:
                 if c["size"] != mc["chunk_size"]:
                     raise WriteError(f"chunk {c['pos']}: sent {c['size']} bytes, layout says "
@@ -410,26 +320,6 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
         # have been stored before its reply was lost.
         moved = [f"{node}/{cid}" for lost in plan.lost.values() for node, cid in lost.values()]
         _delete(dict.fromkeys(moved if ok else stored + moved), timeout, quiet=ok)
-
-
-def _regenerate(desc, mc, lost, plan, stored, problems, timeout):
-    """Rebuild the chunks of a metachunk whose upload failed mid-way from its
-    stored chunks, each onto the best live node holding none of them."""
-    pending = set(lost)
-    for index in sorted(lost):
-        pos = f"{mc['pos']}.{index}"
-        try:
-            chunk = rebuild.rebuild(desc, mc["pos"], index,
-                                    rebuild.spares(desc, mc["pos"], plan.nodes),
-                                    exclude=pending - {index}, verify=False, dead=plan.dead,
-                                    timeout=timeout)
-        except rebuild.RebuildError as exc:
-            raise WriteError(f"chunk {pos} could not be regenerated ({plan.layout.n} distinct "
-                             f"live nodes needed): {exc}") from exc
-        pending.discard(index)
-        stored.append(chunk["url"])
-        problems.append(f"chunk {pos}: regenerated on {chunk['url']}")
-        log.warning("EC put: %s", problems[-1])
 
 
 def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, codec, plan,
@@ -458,7 +348,7 @@ def _write_metachunk(desc, number, stream, segment, seg_len, limit, layout, code
         size += seg_len
         if progress is not None:
             progress(seg_len)
-        seg_len = _read_full(stream, segment) if seg_len == len(segment) else 0
+        seg_len = failover.read_full(stream, segment) if seg_len == len(segment) else 0
     mc_hash = mc_md5.hexdigest().upper()
     for u in uploaders:
         u.inbox.put(("end", number, descmod.metachunk_trailers(size, mc_hash)))
