@@ -320,3 +320,58 @@ def test_rebuild_leaves_a_corrupt_survivor_out(cluster):
     problems = []
     assert reader.read_all(desc, verify=True, problems=problems) == data
     assert [p.split(" ")[1] for p in problems] == ["0.0"]
+
+
+class _NoMoves:
+    """A placement plan that must not be asked to move a chunk."""
+
+    def replace(self, *args):
+        raise AssertionError(f"chunk moved: {args}")
+
+    def lose(self, *args):
+        raise AssertionError(f"chunk lost: {args}")
+
+
+class _Fragments:
+    """What an uploader takes from the pool: views, and release()."""
+
+    def __init__(self, data, count=9):
+        self.views = [memoryview(data)] * count
+
+    def release(self):
+        pass
+
+
+def test_uploader_starts_over_when_the_node_closed_its_kept_alive_connection(tmp_path):
+    """A node may close an idle kept-alive connection (timeout, reload): the
+    next PUT fails at its first bytes. That is no reason to give the node
+    up: the uploader starts over on a fresh connection."""
+    (tmp_path / "n").mkdir()
+    node = Node(tmp_path / "n", workers=1, timeout_idle=1).start()
+    try:
+        desc = {"storage_policy": "EC6+3", "chunk_method": "ec/algo=liberasurecode_rs_vand,k=6,"
+                "m=3", "full_path": "a/c/o/1/" + "AB" * 16, "account": "a", "container": "c",
+                "path": "o", "version": 1, "content_id": "AB" * 16}
+        stored, problems = [], []
+        up = writer._Uploader(0, 10, _NoMoves(), stored, problems)
+        up.start()
+        data = b"x" * 1000
+        for number in (0, 1):
+            cid = description.new_chunk_id()
+            chunk = {"pos": f"{number}.0", "id": cid, "url": f"{url(node)}/{cid}"}
+            up.inbox.put(("begin", number, chunk, description.chunk_headers(desc, chunk["pos"],
+                                                                            cid)))
+            up.inbox.put(("data", _Fragments(data), len(data)))
+            up.inbox.put(("end", number, description.metachunk_trailers(1000, "0" * 32)))
+            deadline = time.monotonic() + 10
+            while number not in up.done and up.error is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert up.error is None and up.done[number][1] == len(data)
+            if number == 0:
+                time.sleep(2)       # the node closes the idle connection after 1 s
+        up.inbox.put(("stop",))
+        up.join(10)
+        assert len(stored) == 2 and problems == []
+        assert len(committed(node)) == 2
+    finally:
+        node.kill()

@@ -82,6 +82,7 @@ class _Uploader(threading.Thread):
         self.problems = problems    # what went wrong, one line each (shared)
         self.inbox = queue.Queue()
         self.clients = {}
+        self._warm = set()          # nodes whose kept-alive connection served a PUT
         self.error = None           # an error that ends the put
         self.done = {}              # metachunk number -> (chunk hash, chunk size)
         self._number = None
@@ -143,7 +144,10 @@ class _Uploader(threading.Thread):
                                           descmod.CHUNK_TRAILERS)
                 return
             except RawxError as exc:
-                self._moved(node, exc)
+                if node in self._warm:      # a kept-alive connection: try a fresh one
+                    self._warm.discard(node)
+                else:
+                    self._moved(node, exc)
 
     def _moved(self, node, exc):
         new = self.plan.replace(self._number, self.index, node, exc)
@@ -167,13 +171,20 @@ class _Uploader(threading.Thread):
                 if self._size:
                     self._lose(exc)
                     return
-                self._moved(self._node(), exc)    # nothing sent yet: start over elsewhere
+                # Nothing sent yet: start over on a fresh connection if the node
+                # may just have closed a kept-alive one, else on another node.
+                node = self._node()
+                if node in self._warm:
+                    self._warm.discard(node)
+                else:
+                    self._moved(node, exc)
                 self._open()
         self._md5.update(view)
         self._size += view.nbytes
 
     def _lose(self, exc):
         node = self._node()
+        self._warm.discard(node)
         self._upload.abort()
         self._upload = None
         self.plan.lose(self._number, self.index, node, self._chunk["id"], exc)
@@ -192,6 +203,7 @@ class _Uploader(threading.Thread):
             self._lose(exc)
             return
         self._upload = None
+        self._warm.add(self._node())
         self.stored.append(self._chunk["url"])
         stored = reply.get("x-oio-chunk-meta-chunk-hash", chunk_hash).upper()
         if stored != chunk_hash:
