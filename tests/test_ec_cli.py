@@ -349,3 +349,23 @@ def test_rebuild_with_no_spare_says_so(cluster, tmp_path, capsys):
                          ",".join(f"http://{n.host}" for n in cluster[:9]))
     assert status == 1 and "no spare" in err and "list more nodes" in err
     assert json.loads(dpath.read_text()) == desc
+
+
+def test_rebuild_moves_healthy_chunks_with_pos(cluster, tmp_path, capsys):
+    """--pos on good chunks moves them: each is read from all the others
+    (the other positions asked for are not known bad), and the node a moved
+    chunk leaves becomes the spare of the next one."""
+    data = random.Random(8).randbytes(MIB + 5)
+    desc, dpath = _put(cluster, tmp_path, data)
+    argv = ["rebuild", str(dpath), "--nodes", ",".join(f"http://{n.host}" for n in cluster)]
+    for i in range(4):
+        argv += ["--pos", f"0.{i}"]
+    status, _, err = run(capsys, *argv, "--pos", "0.0")
+    assert status == 0, err
+    assert err.count("removed the old copy") == 4
+    moved = json.loads(dpath.read_text())["metachunks"][0]["chunks"]
+    assert len({split_chunk_url(c["url"])[0] for c in moved}) == 9
+    assert [c["hash"] for c in moved] == [c["hash"] for c in desc["metachunks"][0]["chunks"]]
+    got = tmp_path / "got"
+    assert run(capsys, "get", str(dpath), "-o", str(got))[0] == 0
+    assert got.read_bytes() == data

@@ -248,7 +248,7 @@ def _wanted(args, desc):
     wanted = [tuple(int(x) for x in p.split(".")) for p in args.pos]
     if any(len(w) != 2 for w in wanted):
         raise ValueError
-    return [(w, None) for w in wanted]
+    return [(w, None) for w in dict.fromkeys(wanted)]
 
 
 def cmd_rebuild(args):
@@ -275,7 +275,7 @@ def cmd_rebuild(args):
     if not args.to and wanted and not nodes:
         return _fail("say where to rebuild: --to URL, or --nodes/--nodes-file listing spares",
                      EXIT_USAGE)
-    pending = {pos for pos, _ in wanted}
+    bad = {pos for pos, state in wanted if state is not None}     # not to be read
     dead = {}
     failed = 0
     for (number, index), state in wanted:
@@ -291,7 +291,7 @@ def cmd_rebuild(args):
         known_dead = set(dead)
         try:
             chunk = rebuild.rebuild(desc, number, index, targets, same_id=args.same_id,
-                                    exclude={i for n, i in pending if n == number} - {index},
+                                    exclude={i for n, i in bad if n == number} - {index},
                                     dead=dead, timeout=args.timeout, progress=progress)
         except rebuild.RebuildError as exc:
             failed += 1
@@ -304,7 +304,7 @@ def cmd_rebuild(args):
                 progress.close()
             for node in set(dead) - known_dead:
                 _note(f"target {node} skipped: {dead[node]}")
-        pending.discard((number, index))
+        bad.discard((number, index))
         if output != "-":       # a re-run resumes from here: no rebuilt chunk is orphaned
             try:
                 _write_desc_atomically(desc, output)
@@ -314,7 +314,7 @@ def cmd_rebuild(args):
                 return _fail(f"cannot write the description to {output}: {exc}; "
                              f"chunk {number}.{index} not rebuilt")
         _note(f"rebuilt {chunk['pos']} as {chunk['url']}")
-        if old["url"] != chunk["url"] and state != "unreachable":
+        if old["url"] != chunk["url"] and state not in ("unreachable", "missing"):
             error = rebuild.delete_chunk(old["url"], args.timeout)
             _note(f"removed the old copy {old['url']}" if error is None else
                   f"could not remove the old copy {old['url']}: {error}")
@@ -398,7 +398,8 @@ def add_subparser(subparsers):
                          "the best spare: a listed node holding no chunk of its metachunk, in "
                          "rendezvous order; a spare that fails is skipped for the next. The "
                          "description is updated after each chunk, so a re-run resumes; the "
-                         "old copy is then deleted (unless its node is unreachable).")
+                         "old copy is then deleted (unless it is missing or its node is "
+                         "unreachable).")
     reb.add_argument("description", help="description file from put, or -")
     _common(reb, nodes=True)
     reb.add_argument("--pos", action="append", metavar="N.i",
