@@ -33,7 +33,7 @@ from storage.ec import failover, placement, rebuild
 from storage.ec.codec import Codec
 from storage.ec.header import DEFAULT_LIBRARY_VERSION
 from storage.ec.layout import SEGMENT_SIZE, Layout
-from storage.ec.rawxclient import META, RawxClient, RawxError, split_chunk_url
+from storage.ec.rawxclient import META, RawxClient, RawxError
 
 new_chunk_id = descmod.new_chunk_id
 WriteError = failover.WriteError
@@ -299,7 +299,7 @@ def put(stream, nodes, *, path, account="acct", container="cont", version=None,
                 if c["index"] in lost:
                     continue
                 c["hash"], c["size"] = uploaders[c["index"]].done[mc["pos"]]
-                node = split_chunk_url(c["url"])[0]
+                node = c["url"][:-len(c["id"]) - 1]
                 if node in plan.dead:   # stored before its node failed: moved too
                     lost[c["index"]] = (node, c["id"])
                     problems.append(f"chunk {c['pos']}: stored on {node} before it failed")
