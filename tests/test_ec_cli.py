@@ -313,6 +313,7 @@ def test_rebuild_resumes_and_orphans_nothing(cluster, tmp_path, capsys):
     assert status == 1 and "rebuilt 0.1" not in err
     assert _chunk_files(cluster) - files == new_files
     assert json.loads(dpath.read_text()) == first
+    assert not list(tmp_path.glob(".ec-desc-*"))        # written by rename, nothing left
     got = tmp_path / "got"
     assert run(capsys, "get", str(dpath), "-o", str(got), "--range", "0-1048575")[0] == 0
     assert got.read_bytes() == data[:MIB]

@@ -375,3 +375,31 @@ def test_uploader_starts_over_when_the_node_closed_its_kept_alive_connection(tmp
         assert len(committed(node)) == 2
     finally:
         node.kill()
+
+
+def test_rebuild_moves_on_when_its_target_dies_mid_stream(thirteen):
+    """The best spare is SIGKILLed while the rebuilt chunk streams to it:
+    the chunk is streamed again, from the start, to the next spare."""
+    nodes = urls(thirteen)
+    data = data_of(4 * MIB + 3, 8)
+    desc = writer.put(io.BytesIO(data), nodes, path="o", content_id="BEEF" * 8)
+    lost = description.chunk_of(desc["metachunks"][0], 7)
+    old_hash = lost["hash"]
+    node, old_id = split_chunk_url(lost["url"])
+    assert RawxClient(node).delete(old_id) == 204
+    spares = rebuild.spares(desc, 0, nodes)
+    assert len(spares) == 4
+    victim = node_of(thirteen, spares[0] + "/x")
+    sent = []
+
+    def progress(n):
+        sent.append(n)
+        if len(sent) == 1:
+            victim.kill()
+    dead = {}
+    chunk = rebuild.rebuild(desc, 0, 7, spares, dead=dead, progress=progress)
+    assert list(dead) == [spares[0]]
+    assert split_chunk_url(chunk["url"])[0] == spares[1] and chunk["hash"] == old_hash
+    assert len(sent) >= 1 + 5           # streamed again from the start
+    assert committed(victim) == []
+    assert reader.read_all(desc, verify=True) == data
