@@ -6,8 +6,9 @@
     storage-node ec check DESC
 
 ``put`` prints the object's description (JSON) that the others take back
-(a file, or - for stdin). Exit status: 0 done, 1 the operation failed (or
-check found bad chunks), 2 bad arguments or description.
+(a file, or - for stdin); ``rebuild`` updates it in place unless -o says
+otherwise. Exit status: 0 done, 1 the operation failed (or check found bad
+chunks, or some chunk could not be rebuilt), 2 bad arguments or description.
 """
 import argparse
 import contextlib
@@ -351,7 +352,9 @@ def _common(p, nodes=False):
     if nodes:
         p.add_argument("--nodes", action="append", metavar="URL[,URL...]",
                        help="RAWX node URLs (repeatable, comma-separated)")
-        p.add_argument("--nodes-file", metavar="FILE", help="a file listing node URLs, one a line")
+        p.add_argument("--nodes-file", metavar="FILE",
+                       help="a file listing node URLs (http://host:port), one a line, "
+                       "# starts a comment")
 
 
 def add_subparser(subparsers):
@@ -363,7 +366,13 @@ def add_subparser(subparsers):
                                            "(liberasurecode_rs_vand, k=6, m=3, OpenIO layout).")
     sub = ec.add_subparsers(dest="ec_command", required=True)
 
-    put = sub.add_parser("put", help="store a file; print its description (JSON)")
+    put = sub.add_parser("put", help="store a file; print its description (JSON)",
+                         description="Store a file on the 9 best of the listed nodes for "
+                         "each metachunk (rendezvous order); the other nodes are spares. A "
+                         "node that refuses or fails mid-upload is replaced by the next one; "
+                         "the put fails only when fewer than 9 live nodes remain (or, reading "
+                         "a pipe, when more than 3 chunks of a metachunk fail mid-upload), and "
+                         "then deletes the chunks it stored.")
     put.add_argument("file", help="input file, or - for stdin")
     _common(put, nodes=True)
     put.add_argument("-o", "--output", help="write the description here (default stdout)")
