@@ -238,17 +238,43 @@ def test_corrupt_payload_crc32_detected(cluster):
     assert reader.read_all(desc, MIB, MIB + 5000) == data[MIB:MIB + 5001]
 
 
-def test_corrupt_payload_without_checksum_caught_by_verify(cluster):
-    """checksum none: a payload flip is invisible in the fragment; the
-    metachunk MD5 check catches it, and check() names the chunk."""
-    data = data_of(MIB + 5, 5)
+def test_corrupt_payload_without_checksum_left_out_by_verify(cluster):
+    """checksum none: a payload flip is invisible in the fragment; verify
+    checks each chunk against its hash first, leaves the bad one out and
+    names it; check() names it too."""
+    data = data_of(2 * MIB + 5, 5)
     desc = put(cluster, data)
     mc = desc["metachunks"][0]
-    flip(chunk_file(cluster, description.chunk_of(mc, 2)), 80 + 5)
-    with pytest.raises(reader.ECIntegrityError, match="metachunk 0"):
-        reader.read_all(desc, verify=True)
+    flip(chunk_file(cluster, description.chunk_of(mc, 2)), FS + 80 + 5)    # segment 1
+    problems = []
+    assert reader.read_all(desc, verify=True, problems=problems) == data
+    assert len(problems) == 1 and problems[0].startswith("chunk 0.2 (")
+    assert "corrupt" in problems[0]
+    at = MIB + 2 * (FS - 80) + 5        # the flipped byte in the object
+    problems = []
+    assert reader.read_all(desc, at - 3, at + 3, verify=True, problems=problems) == \
+        data[at - 3:at + 4]
+    assert len(problems) == 1 and "0.2" in problems[0]
+    assert reader.read_all(desc, at - 3, at + 3) != data[at - 3:at + 4]    # trusted: wrong
     bad = [r for r in rebuild.check(desc) if r["state"] != "ok"]
     assert [(r["pos"], r["state"]) for r in bad] == [("0.2", "corrupt")]
+
+
+def test_verify_reads_while_k_chunks_are_good(cluster):
+    """Three corrupt chunks (data and parity) and the object still reads;
+    a fourth leaves fewer than k good chunks: an error naming them all."""
+    data = data_of(MIB + 77, 14)
+    desc = put(cluster, data)
+    mc = desc["metachunks"][0]
+    for i in (0, 4, 7):
+        flip(chunk_file(cluster, description.chunk_of(mc, i)), 80 + 1000 * i)
+    problems = []
+    assert reader.read_all(desc, verify=True, problems=problems) == data
+    assert sorted(p.split(" ")[1] for p in problems) == ["0.0", "0.4", "0.7"]
+    flip(chunk_file(cluster, description.chunk_of(mc, 8)), FS + 83)
+    with pytest.raises(reader.ECReadError, match="only 5 usable chunks") as err:
+        reader.read_all(desc, verify=True)
+    assert all(f"chunk 0.{i}" in str(err.value) for i in (0, 4, 7, 8))
 
 
 def test_missing_chunks(cluster):
@@ -290,7 +316,7 @@ def test_put_fails_cleanly_with_a_dead_node(cluster):
     def files():
         return sorted(p for n in cluster for p in _chunk_files(n))
     before = files()
-    with pytest.raises(writer.WriteError, match="1 chunk upload"):
+    with pytest.raises(writer.WriteError, match="8 live nodes remain, 9 distinct ones needed"):
         writer.put(io.BytesIO(data_of(2 * MIB, 7)), urls(cluster[:8]) + [dead], path="x")
     assert files() == before
 

@@ -14,6 +14,7 @@ A description (what ``put`` prints and ``get``/``rebuild``/``check`` take):
 """
 import hashlib
 import json
+import secrets
 from urllib.parse import quote
 
 from storage.ec.layout import Layout
@@ -25,6 +26,11 @@ ALGO = "liberasurecode_rs_vand"
 
 class DescriptionError(ValueError):
     """A description that cannot be used (missing keys, inconsistent sizes)."""
+
+
+def new_chunk_id():
+    """A fresh random chunk id: 64 upper-case hex digits."""
+    return secrets.token_hex(32).upper()
 
 
 def chunk_method(k, m, algo=ALGO):

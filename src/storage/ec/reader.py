@@ -7,15 +7,22 @@ chunk is missing, unreachable, ends early, or gives a fragment whose header
 (magic, metadata checksum, index, sizes) or inline CRC32 does not check, it
 is dropped for the rest of the read and the next parity chunk takes its
 place from the same segment on. Fewer than k usable chunks is an
-``ECReadError``; wrong bytes are never returned.
+``ECReadError``.
 
-With checksum type "none" a flipped payload byte of a fragment cannot be
-seen in the fragment itself: ``read(..., verify=True)`` compares the MD5 of
-each whole metachunk read (and of the whole object) with the description
-and raises ``ECIntegrityError`` at the end.
+With checksum type "none" (OpenIO's default) a flipped payload byte cannot
+be seen in the fragment itself, so ``verify=True`` first checks each chunk
+against its own hash: a HEAD with ``X-oio-check-hash`` makes its node
+re-hash the whole chunk and compare with the description's hash (the k
+chunks about to be used are checked in parallel, a replacement when it is
+needed). A chunk that fails is left out like a missing one, before any of
+its bytes are used. The MD5 of each whole metachunk read (and of the whole
+object) is still compared with the description at the end, as a last
+check of the decoded bytes (``ECIntegrityError``). Without ``verify`` the
+chunks are trusted: a corrupt payload byte gives a wrong output byte.
 """
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from storage.ec import header
 from storage.ec.codec import Codec
@@ -41,9 +48,11 @@ class FragmentSource:
     ``fragments(j)`` returns {index: fragment view} for k validated
     fragments of segment j (views valid until the next call); segments must
     be asked for in increasing order. ``problems`` lists what went wrong.
+    With ``verify`` each chunk is checked against its hash (``check_chunk``)
+    before its first fragment is used.
     """
 
-    def __init__(self, mc, layout, first, last, exclude=(), timeout=30.0):
+    def __init__(self, mc, layout, first, last, exclude=(), timeout=30.0, verify=False):
         """Segments ``first``..``last`` (inclusive) will be asked for."""
         if not 0 <= first <= last:
             raise ValueError(f"bad segment span {first}..{last}")
@@ -54,6 +63,8 @@ class FragmentSource:
         self.range_end = last_off + last_len - 1        # inclusive, in the chunks
         self.chunks = {c["index"]: c for c in mc["chunks"]}
         self.order = [i for i in range(layout.n) if i not in set(exclude)]
+        self.verify = verify
+        self.checked = set()        # indexes whose hash check passed
         self.bad = {}               # index -> reason
         self.streams = {}           # index -> (ChunkReader, next chunk offset)
         self.buffers = {}
@@ -84,16 +95,36 @@ class FragmentSource:
         self.streams[index] = (reader, offset)
         return reader
 
+    def _check(self, indexes):
+        """Hash-check the chunks not checked yet (in parallel); drop the bad."""
+        todo = [i for i in indexes if i not in self.checked and i not in self.bad]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            results = list(pool.map(
+                lambda i: check_chunk(self.mc, self.chunks[i], self.timeout), todo))
+        for index, result in zip(todo, results):
+            if result["state"] == "ok":
+                self.checked.add(index)
+            else:
+                self._drop(index, f"{result['state']}: {result['detail']}")
+
     def fragments(self, j):
         mc_size = self.mc["size"]
         _, seg_len = self.layout.segment_span(mc_size, j)
         offset, fsize = self.layout.fragment_span(mc_size, j)
+        if self.verify:
+            self._check([i for i in self.order if i not in self.bad][:self.layout.k])
         frags = {}
         for index in self.order:
             if len(frags) == self.layout.k:
                 break
             if index in self.bad:
                 continue
+            if self.verify and index not in self.checked:
+                self._check([index])
+                if index in self.bad:
+                    continue
             buf = self.buffers.get(index)
             if buf is None:
                 buf = self.buffers[index] = memoryview(bytearray(self.layout.full_fragment))
@@ -136,10 +167,41 @@ def check_fragment(view, index, seg_len, layout):
     header.check_payload(hdr, view[header.HEADER_SIZE:])
 
 
-def read(desc, start=0, end=None, *, timeout=30.0, verify=False, progress=None):
+def check_chunk(mc, chunk, timeout=30.0):
+    """HEAD one chunk with ``X-oio-check-hash`` (its node re-hashes the data
+    against the description's hash) and compare its metadata with the
+    description. Returns a dict: metachunk, pos, url, state ("ok",
+    "missing", "corrupt", "unreachable", "mismatch", "error") and detail."""
+    node, cid = split_chunk_url(chunk["url"])
+    client = RawxClient(node, timeout=timeout)
+    result = {"metachunk": mc["pos"], "pos": chunk["pos"], "url": chunk["url"]}
+    try:
+        status, headers = client.head(cid, check_hash=True, expected_hash=chunk.get("hash"))
+    except RawxError as exc:
+        return dict(result, state="unreachable", detail=str(exc))
+    finally:
+        client.close()
+    if status == 404:
+        return dict(result, state="missing", detail="404")
+    if status == 412:
+        return dict(result, state="corrupt", detail="412: data does not match its hash or size")
+    if status != 200:
+        return dict(result, state="error", detail=f"HEAD status {status}")
+    got = {"pos": headers.get("x-oio-chunk-meta-chunk-pos"),
+           "size": headers.get("x-oio-chunk-meta-chunk-size"),
+           "metachunk-size": headers.get("x-oio-chunk-meta-metachunk-size")}
+    want = {"pos": chunk["pos"], "size": str(chunk["size"]), "metachunk-size": str(mc["size"])}
+    wrong = [f"{k} {got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k]]
+    if wrong:
+        return dict(result, state="mismatch", detail="; ".join(wrong))
+    return dict(result, state="ok")
+
+
+def read(desc, start=0, end=None, *, timeout=30.0, verify=False, progress=None, problems=None):
     """Yield the object's bytes [start, end] (inclusive; end None = last
     byte) as bytes pieces of at most one segment. ValueError for a start past
-    the end; ECReadError when too few chunks are usable."""
+    the end; ECReadError when too few chunks are usable. Each chunk left out
+    is described by a line appended to the list ``problems`` if given."""
     size = desc["size"]
     end = size - 1 if end is None else min(end, size - 1)
     if start < 0 or (start >= size and size):
@@ -159,7 +221,7 @@ def read(desc, start=0, end=None, *, timeout=30.0, verify=False, progress=None):
         hi -= mc["offset"]
         mc_md5 = hashlib.md5() if verify and lo == 0 and hi == mc["size"] - 1 else None
         segs = layout.segments_for(mc["size"], lo, hi)
-        source = FragmentSource(mc, layout, segs[0], segs[-1], timeout=timeout)
+        source = FragmentSource(mc, layout, segs[0], segs[-1], timeout=timeout, verify=verify)
         try:
             for j in segs:
                 frags = source.fragments(j)
@@ -177,6 +239,8 @@ def read(desc, start=0, end=None, *, timeout=30.0, verify=False, progress=None):
                 yield piece
         finally:
             source.close()
+            if problems is not None:
+                problems.extend(source.problems)
         if mc_md5 is not None and mc_md5.hexdigest().upper() != mc["hash"].upper():
             raise ECIntegrityError(f"metachunk {mc['pos']}: MD5 {mc_md5.hexdigest().upper()} "
                                    f"of the bytes read, description says {mc['hash']}")
