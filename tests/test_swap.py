@@ -355,3 +355,29 @@ def test_tls_then_plaintext_after_authentication(node_factory, admin_file, cert)
         reply = b""
     assert not reply.startswith(b"\x00\x00\x00")
     raw.close()
+
+
+def test_sighup_keeps_the_swap_and_rsmc_ports(node_factory, admin_file):
+    from test_server_reload import reload
+    node = node_factory(sub="r", swap_listen="127.0.0.1:0", admin_htdigest=admin_file,
+                        rsmc_listen="127.0.0.1:0", workers=2)
+    ports = (node.swap_port, node.rsmc_port)
+    before, groups = session(node)
+    reload(node)
+    after, groups_after = session(node)  # the same port, new workers
+    assert groups_after == groups and (node.swap_port, node.rsmc_port) == ports
+    from storage.rsmc.client import RsmcClient
+    client = RsmcClient("127.0.0.1", node.rsmc_port, timeout=10)
+    assert client.request("LOG").code == 200
+    client.close()
+    # a second node cannot take either port
+    from nodeutil import Node
+    import pathlib
+    other_dir = pathlib.Path(node.tmp_path).parent / "other"
+    other_dir.mkdir()
+    other = Node(other_dir, service_id="other", swap_listen=f"127.0.0.1:{ports[0]}",
+                 admin_htdigest=admin_file)
+    with pytest.raises(RuntimeError):
+        other.start(timeout=10)
+    assert other.proc.returncode == 1
+    assert "swap_listen" in other.stderr_path.read_text()
