@@ -11,10 +11,10 @@ import collections
 import errno
 import logging
 import os
-import socket
 import time
 
 from storage.loop import READ, WRITE
+from storage.loopconn import LoopConnection
 from storage.rsmc.commands import Response
 from storage.rsmc.parser import RequestParser, RsmcError
 
@@ -38,15 +38,9 @@ class RsmcService:
         self.server = server
 
 
-class RsmcConnection:
+class RsmcConnection(LoopConnection):
     def __init__(self, sock, peer, loop, worker, service):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.peer = peer
-        self.loop = loop
-        self.worker = worker
-        self.service = service
-        self.config = worker.config
+        super().__init__(sock, peer, loop, worker, service)
         self.parser = RequestParser()
         self.queue = collections.deque()
         self.out = collections.deque()  # bytes, or [fd, offset, left, release]
@@ -54,14 +48,7 @@ class RsmcConnection:
         self.cancelled = False
         self.closing = False  # close once the output is out
         self.eof = False  # the manager is done sending (half-close): answer, then close
-        self.closed = False
-        self._events = READ
         self.deadline = time.monotonic() + self.config.timeout_idle
-        loop.register(self, READ)
-        loop.timed.add(self)
-
-    def fileno(self):
-        return self.fd
 
     def __repr__(self):
         return f"<RsmcConnection {self.peer}>"
@@ -200,11 +187,6 @@ class RsmcConnection:
         self._watch(READ if len(self.queue) < MAX_QUEUED and not self.eof else 0)
         self._next()
 
-    def _watch(self, events):
-        if self._events != events and not self.closed:
-            self.loop.modify(self, events)
-            self._events = events
-
     # ---- life cycle ----------------------------------------------------------------
     def on_timeout(self):
         if self.running is not None and not self.out:
@@ -222,11 +204,4 @@ class RsmcConnection:
                 item[3]()
         self.out.clear()
         self.queue.clear()
-        self.loop.unregister(self)
-        self.loop.timed.discard(self)
-        self.worker.connection_closed(self)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        self._detach()

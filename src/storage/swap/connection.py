@@ -22,12 +22,12 @@ import errno
 import ipaddress
 import logging
 import os
-import socket
 import ssl
 import time
 
 from storage import swap
 from storage.loop import READ, WRITE
+from storage.loopconn import LoopConnection
 from storage.swap.files import SEGMENT, Segments, Session, segment_header
 from storage.swap.groups import java_order
 from storage.swap.messages import MessageType, SaslCode
@@ -85,15 +85,9 @@ def parse_peers(text):
     return peers
 
 
-class SwapConnection:
+class SwapConnection(LoopConnection):
     def __init__(self, sock, peer, loop, worker, service):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.peer = peer
-        self.loop = loop
-        self.worker = worker
-        self.service = service
-        self.config = service.config
+        super().__init__(sock, peer, loop, worker, service)
         self.reader = swap.new_reader()
         self.session = Session(service.config, service.by_uuid, service.events)
         self.jobs = collections.deque()
@@ -101,9 +95,7 @@ class SwapConnection:
         self.out_bytes = 0
         self.running = False
         self._advancing = False  # inside _next (no re-entry from _flush)
-        self.closed = False
         self.closing = False  # close once the output is out
-        self._events = READ
         ip = _address(peer)
         self.is_peer = ip in service.peer_ips
         self.authenticated = self.is_peer
@@ -118,14 +110,9 @@ class SwapConnection:
             self.handshaking = False
         self.deadline = time.monotonic() + (self.config.timeout_idle if self.authenticated
                                             else self.config.timeout_read_header)
-        loop.register(self, READ)
-        loop.timed.add(self)
         if not self.authenticated and self.tls is None:
             self._queue(swap.encode(T.SASL_MECHANISMS, [(["PLAIN"],)]))
             self._flush()
-
-    def fileno(self):
-        return self.fd
 
     def __repr__(self):
         return f"<SwapConnection {self.peer}>"
@@ -481,11 +468,6 @@ class SwapConnection:
         return True
 
     # ---- life cycle ----------------------------------------------------------------
-    def _watch(self, events):
-        if self._events != events and not self.closed:
-            self.loop.modify(self, events)
-            self._events = events
-
     def on_timeout(self):
         if self.running:
             self.deadline = time.monotonic() + self.config.timeout_idle
@@ -504,14 +486,7 @@ class SwapConnection:
         self.jobs.clear()
         if not self.running:  # else the job's end closes what it opened
             self.session.close()
-        self.loop.unregister(self)
-        self.loop.timed.discard(self)
-        self.worker.connection_closed(self)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        self._detach()
 
 
 def _address(peer):
