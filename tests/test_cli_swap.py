@@ -114,8 +114,10 @@ def test_put_get_ls_rm_in_the_files_group(swap_node, tmp_path):
     code, out, _ = run_swap(["ls", addr(swap_node), *files, "-l", "--json", "/dir"])
     assert [(e["name"], e["kind"], e["size"]) for e in json.loads(out)] == [
         ("a.bin", "file", len(data)), ("b.txt", "file", 6)]
-    code, out, _ = run_swap(["ls", addr(swap_node), *files])
+    code, out, _ = run_swap(["ls", addr(swap_node), *files, "/"])
     assert (code, out) == (0, "dir\n")
+    code, out, _ = run_swap(["ls", addr(swap_node), *files, "", "-l"])
+    assert code == 0 and out.startswith("dir directory ")
     code, out, _ = run_swap(["rm", addr(swap_node), *files, "dir/b.txt", "nothing"])
     assert code == 1
     assert out.splitlines() == ["dir/b.txt deleted", "nothing not-found"]
@@ -174,5 +176,5 @@ def test_tls_with_and_without_plaintext_after_auth(swap_factory, tls_cert, tmp_p
 
 def test_peer_needs_no_login(swap_factory):
     node = swap_factory(swap_peers="127.0.0.1")
-    code, out, err = run_swap(["ls", addr(node), "--peer", "--group", "files"])
+    code, out, err = run_swap(["ls", addr(node), "--peer", "--group", "files", "/"])
     assert (code, out) == (0, ""), err

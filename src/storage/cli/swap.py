@@ -298,8 +298,7 @@ def add_subparser(subparsers):
     _progress_option(p)
 
     p = action("ls", cmd_ls, "the names in a directory")
-    p.add_argument("dir", metavar="DIR", nargs="?", default="",
-                   help="default: the group's root")
+    p.add_argument("dir", metavar="DIR", help="a directory ('/' is the group's root)")
     p.add_argument("-l", "--long", action="store_true", help="kind, size and mtime too")
     p.add_argument("--json", action="store_true", help="a JSON list")
 

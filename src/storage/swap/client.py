@@ -176,6 +176,7 @@ class SwapClient:
 
     def __init__(self, sock, peer=False, max_frame=CLIENT_MAX_FRAME):
         self._sock = sock
+        self._tls = hasattr(sock, "unwrap")  # an ssl.SSLSocket
         self.timeout = sock.gettimeout()
         self.peer = peer
         self.authenticated = peer
@@ -223,7 +224,7 @@ class SwapClient:
     @property
     def tls(self):
         """Whether the session currently runs over TLS."""
-        return self._sock is not None and hasattr(self._sock, "unwrap")
+        return self._sock is not None and self._tls
 
     # -- I/O ---------------------------------------------------------------------
 
@@ -356,7 +357,9 @@ class SwapClient:
         if self._reader.buffered:
             raise SwapProtocolError("the node sent data along with its TLS shutdown")
         try:
+            # the same SSLSocket object, reading and writing in plaintext from now on
             self._sock = self._sock.unwrap()
+            self._tls = False
         except OSError as exc:
             self.close()
             raise SwapConnectionError(f"TLS shutdown failed: {exc}") from exc
