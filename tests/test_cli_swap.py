@@ -124,6 +124,18 @@ def test_put_get_ls_rm_in_the_files_group(swap_node, tmp_path):
     code, out, _ = run_swap(["rm", addr(swap_node), *files, "dir"])
     assert (code, out) == (0, "dir deleted\n")
     assert not (swap_node.files_dir / "dir").exists()
+    (swap_node.files_dir / "keep").write_bytes(b"")
+    code, out, _ = run_swap(["rm", addr(swap_node), *files, "/"])  # the node refuses
+    assert (code, out) == (1, "/ still-there\n")
+
+
+def test_rm_of_chunks(swap_node):
+    ids = [chunk_id(30), chunk_id(31)]
+    for cid in ids:
+        put_chunk(swap_node, cid, b"x")
+    code, out, _ = run_swap(["rm", addr(swap_node), *AUTH, ids[0], ids[0][:3]])
+    assert (code, out) == (0, f"{ids[0]} deleted\n{ids[0][:3]} emptied\n")
+    assert swap_node.request("GET", f"/{ids[1]}")[0] == 404
 
 
 def test_failures_exit_1_and_leave_no_partial_output(swap_node, tmp_path):

@@ -19,6 +19,7 @@ from storage.swap import FinishType, MessageType, PathKind, encode, new_reader
 from storage.swap.client import (
     AuthFailed,
     ChecksumMismatch,
+    NotDeleted,
     RemoteRefused,
     SwapClient,
     SwapConnectionError,
@@ -456,7 +457,23 @@ def test_chunks_refuse_writes_and_delete_like_rawx(swap_node):
         assert info.value.name == "PERMISSION_DENIED"
         assert client.rm("chunks", cid) is True
         assert client.rm("chunks", cid) is False
-    assert swap_node.request("GET", f"/{cid}")[0] == 404
+        assert swap_node.request("GET", f"/{cid}")[0] == 404
+        others = [chunk_id(5), chunk_id(6)]
+        for other in others:
+            put_chunk(swap_node, other, b"chunk")
+        # a directory's chunks go, the hashed directory stays, empty
+        [removal] = client.rm_many("chunks", [others[0][:3]])
+        assert (removal.before, removal.after, removal.left) == (
+            PathKind.DIRECTORY, PathKind.DIRECTORY, 0)
+        assert removal.outcome == "emptied"
+        assert [swap_node.request("GET", f"/{c}")[0] for c in others] == [404, 404]
+        # a group's root is never deleted
+        put_chunk(swap_node, others[0], b"chunk")
+        (swap_node.files_dir / "keep").write_bytes(b"")
+        for group in ("chunks", "files"):
+            with pytest.raises(NotDeleted):
+                client.rm(group, "/")
+        assert swap_node.request("GET", f"/{others[0]}")[0] == 200
 
 
 def test_files_put_get_overwrite_ls_rm(swap_node):

@@ -4,7 +4,7 @@
     storage-node swap get    HOST:PORT PATH [-o FILE]     the bytes (stdout by default)
     storage-node swap put    HOST:PORT LOCALFILE PATH     LOCALFILE '-' is stdin
     storage-node swap ls     HOST:PORT DIR [-l]           one name a line
-    storage-node swap rm     HOST:PORT PATH...            one line: path deleted|not-found
+    storage-node swap rm     HOST:PORT PATH...            one line: path deleted|emptied|...
     storage-node swap groups HOST:PORT                    uuid namespace
 
 Every action takes ``-u USER[:PASSWORD]`` (without ``:PASSWORD`` the password comes
@@ -15,7 +15,9 @@ get and put draw a progress bar on stderr when it is a terminal (or with
 ``--progress``); stat and ls print JSON with ``--json``.
 
 Exit status: 0 on success, 1 when the node refused or something failed (stat: a path
-not found; rm: a path that was not there or still is), 2 for bad usage.
+not found; rm: a path that was not there or still is; a directory the node keeps,
+emptied, as the chunks group keeps its hashed directories, counts as done), 2 for bad
+usage.
 """
 import argparse
 import json
@@ -179,15 +181,10 @@ def cmd_ls(client, args):
 
 def cmd_rm(client, args):
     status = EXIT_OK
-    for path, (before, after) in zip(args.paths, client.rm_many(args.group, args.paths)):
-        if after in PRESENT:
-            outcome = "still-there"
-        elif before in PRESENT:
-            outcome = "deleted"
-        else:
-            outcome = kind_name(before)
-        status = max(status, EXIT_OK if outcome == "deleted" else EXIT_FAILED)
-        print(f"{path} {outcome}", flush=True)
+    for removal in client.rm_many(args.group, args.paths):
+        if removal.outcome not in ("deleted", "emptied"):
+            status = EXIT_FAILED
+        print(f"{removal.path} {removal.outcome}", flush=True)
     return status
 
 

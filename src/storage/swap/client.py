@@ -82,6 +82,26 @@ class Group(namedtuple("Group", "uuid namespace slices local")):
         return self.namespace.rsplit("/", 1)[-1]
 
 
+class Removal(namedtuple("Removal", "path before after left")):
+    """What DELETE_PATH did to ``path``: its kind ``before`` and ``after`` (PathKind)
+    and, for a directory still there, how many names it still holds (``left``)."""
+
+    @property
+    def outcome(self):
+        """'deleted', 'emptied' (a directory left empty: the chunks group keeps its
+        hashed directories), 'still-there', or 'not-found' / 'not-local' when there
+        was nothing to delete."""
+        present = (PathKind.FILE, PathKind.DIRECTORY)
+        if self.after == PathKind.DIRECTORY and self.left == 0 \
+                and self.before == PathKind.DIRECTORY:
+            return "emptied"
+        if self.after in present:
+            return "still-there"
+        if self.before in present:
+            return "deleted"
+        return "not-local" if self.before == PathKind.NOT_LOCAL else "not-found"
+
+
 class Transfer(namedtuple("Transfer", "size md5")):
     """A finished stream: ``size`` bytes, ``md5`` their lower-case hex digest."""
 
@@ -490,7 +510,8 @@ class SwapClient:
     @_guarded
     def rm_many(self, group, paths):
         """DELETE_PATH each of ``paths`` (directories recursively), bracketed by two
-        GET_PATH_DETAILS, all in one write: [(kind before, kind after)] per path."""
+        GET_PATH_DETAILS, all in one write; a directory still there afterwards is
+        listed. Returns a Removal per path."""
         self._need_auth()
         gid = self.group(group)
         paths = list(paths)
@@ -504,15 +525,23 @@ class SwapClient:
         self._send(frames + deletes + frames)
         before = self._read_details(gid, batches)
         after = self._read_details(gid, batches)
-        return [(b.kind, a.kind) for b, a in zip(before, after)]
+        left = {}
+        dirs = [a.path for a in after if a.kind == PathKind.DIRECTORY]
+        if dirs:  # the chunks group keeps its hashed directories, emptied
+            self._send(b"".join(encode(T.LIST_DIRECTORY, [(gid, d)]) for d in dirs))
+            for d in dirs:
+                left[d] = sum(len(r.names) for r in self._expect(T.LIST_DIRECTORY_RESULT))
+        return [Removal(b.path, b.kind, a.kind, left.get(a.path))
+                for b, a in zip(before, after)]
 
     def rm(self, group, path):
-        """Delete ``path``: True when it was there and is gone, False when there was
-        nothing to delete. Raises NotDeleted when it is still there."""
-        before, after = self.rm_many(group, [path])[0]
-        if after in (PathKind.FILE, PathKind.DIRECTORY):
+        """Delete ``path``: True when it was there and is gone (or, a directory,
+        emptied), False when there was nothing to delete. Raises NotDeleted when it
+        is still there."""
+        [removal] = self.rm_many(group, [path])
+        if removal.outcome == "still-there":
             raise NotDeleted(f"{path!r} is still there after DELETE_PATH")
-        return before in (PathKind.FILE, PathKind.DIRECTORY)
+        return removal.outcome in ("deleted", "emptied")
 
     # -- data --------------------------------------------------------------------
 
