@@ -20,6 +20,7 @@ from storage.swap.client import (
     AuthFailed,
     ChecksumMismatch,
     NotDeleted,
+    NotStored,
     RemoteRefused,
     SwapClient,
     SwapConnectionError,
@@ -521,6 +522,34 @@ def test_refusals_name_the_finish_type(swap_node):
         assert client.ls(other, "") == []
         # still in step after every refusal
         assert client.stat("files", [""])[0].kind == PathKind.DIRECTORY
+
+
+def test_a_write_the_node_discards_is_not_stored(swap_node):
+    (swap_node.files_dir / "d").mkdir()
+    with login(swap_node) as client:
+        with pytest.raises(NotStored, match="DIRECTORY"):  # discarded at CLOSE_FILE
+            client.put("files", "d", io.BytesIO(b"x"))
+        client.put("files", "f", io.BytesIO(b"x"))
+        with pytest.raises(RemoteRefused, match="IO_ERROR"):  # refused at the open
+            client.put("files", "f/under", io.BytesIO(b"x"))
+        assert client.stat("files", ["f"])[0].size == 1  # still in step
+
+
+def test_a_stream_holds_one_segment_at_a_time(swap_node):
+    import tracemalloc
+    size = 48 << 20
+    with open(swap_node.files_dir / "big", "wb") as f:
+        f.truncate(size)
+    with login(swap_node) as client:
+        client.stat("files", ["big"])  # groups listed before measuring
+        tracemalloc.start()
+        try:
+            result = client.get("files", "big", lambda data: None)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert result == (size, hashlib.md5(bytes(size)).hexdigest())
+    assert peak < 4 << 20, peak
 
 
 def test_stat_of_many_paths_in_several_frames(swap_node):
