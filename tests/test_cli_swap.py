@@ -190,3 +190,5 @@ def test_peer_needs_no_login(swap_factory):
     node = swap_factory(swap_peers="127.0.0.1")
     code, out, err = run_swap(["ls", addr(node), "--peer", "--group", "files", "/"])
     assert (code, out) == (0, ""), err
+    code, out, err = run_swap(["peers", addr(node), "--peer"])
+    assert code == 0 and out.split()[0] == "127.0.0.1", err

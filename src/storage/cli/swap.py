@@ -6,6 +6,7 @@
     storage-node swap ls     HOST:PORT DIR [-l]           one name a line
     storage-node swap rm     HOST:PORT PATH...            one line: path deleted|emptied|...
     storage-node swap groups HOST:PORT                    uuid namespace
+    storage-node swap peers  HOST:PORT                    address port
 
 Every action takes ``-u USER[:PASSWORD]`` (without ``:PASSWORD`` the password comes
 from STORAGE_NODE_PASSWORD or a prompt) or ``--peer`` (an address the node lists in
@@ -242,6 +243,12 @@ def cmd_groups(client, args):
     return EXIT_OK
 
 
+def cmd_peers(client, args):
+    for host, port in client.peers():
+        print(f"{host} {port}")
+    return EXIT_OK
+
+
 def run(args):
     try:
         client = open_client(args)
@@ -303,6 +310,7 @@ def add_subparser(subparsers):
     p.add_argument("paths", nargs="+", metavar="PATH")
 
     action("groups", cmd_groups, "the node's file groups: uuid namespace")
+    action("peers", cmd_peers, "the node's swap_peers: address port")
 
 
 def _count(text):
