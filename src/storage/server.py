@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 
-from storage import auth, events, instance, volume
+from storage import accesslog, auth, events, instance, volume
 from storage import config as configmod
 from storage.http import lane, tls
 from storage.http.connection import Connection
@@ -103,8 +103,9 @@ class Worker:
         repo = FsChunkRepo(config.docroot, config.hash_width, config.hash_depth, config.fsync,
                            config.fsync_dir, config.fallocate)
         self.events = events.from_config(config)  # after fork: it owns a thread
+        self.access = accesslog.AccessLog.from_config(config)  # None: access_log off
         self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events,
-                           admin=admin)
+                           admin=admin, access=self.access)
         self.listeners = [Listener(sock, self)]
         if tls_sock is not None:
             self.listeners.append(Listener(tls_sock, self, tls_context))
@@ -189,7 +190,13 @@ class Worker:
             self.ready_fd = None
         self.loop.call_later(self.config.probe_interval, self._probe)
         self.loop.call_later(0.25, self._tick)
-        self.loop.run()
+        if self.access is not None:
+            self.access.start(self.loop)
+        try:
+            self.loop.run()
+        finally:
+            if self.access is not None:
+                self.access.close()  # the last lines
         if self.lane is not None:
             self.lane.close()
         self.loop.close()

@@ -1,0 +1,109 @@
+"""The access log of a real node: lines flushed by time and at exit, and a SIGKILL
+loses at most the last fraction of a second and never leaves a partial line."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from nodeutil import chunk_id
+from test_server_lane import Wire, cached_chunk
+
+FIELDS = 21  # fields of an access line
+
+
+def rids(lines, prefix):
+    return [line.split()[12] for line in lines if line.split()[12].startswith(prefix)]
+
+
+def whole(text):
+    """The lines of an access log file, each checked whole."""
+    assert not text or text.endswith("\n"), f"a partial last line: {text[-200:]!r}"
+    lines = text.splitlines()
+    for line in lines:
+        fields = line.split()
+        assert len(fields) == FIELDS and fields[1:4] == ["access", "INF", "-"], line
+        assert fields[-2].startswith("account:") and fields[-1].startswith("bucket:"), line
+    return lines
+
+
+def ask(wire, n, prefix, cid):
+    """One GET on ``wire`` (the lane's, once the chunk is cached) and one /info (the
+    Python path's), each tagged."""
+    for path in (f"/{cid}", "/info"):
+        wire.send("GET", path, [("X-oio-req-id", f"{prefix}{n}-{path[1:5]}")])
+        assert wire.reply()[0] == 200
+
+
+def test_a_line_is_written_within_a_fraction_of_a_second(node_factory):
+    node = node_factory()
+    node.request("GET", "/info", headers={"X-oio-req-id": "first"})
+    t0 = time.monotonic()
+    assert any("first" in line for line in node.access_lines(containing="first"))
+    assert time.monotonic() - t0 < 2.0  # the flush timer (0.2 s), on a busy host
+
+
+def test_sigkill_loses_a_fraction_of_a_second_and_no_partial_line(node_factory):
+    node = node_factory(workers=2)
+    cid, _ = cached_chunk(node, 2, 3000)
+    done = []  # (rid, when its reply was in)
+    stop = threading.Event()
+
+    def client(tag):
+        wire = Wire(node)
+        try:
+            n = 0
+            while not stop.is_set() and n < 20000:  # bounded
+                ask(wire, n, tag, cid)
+                now = time.monotonic()
+                done.extend([(f"{tag}{n}-{cid[:4]}", now), (f"{tag}{n}-info", now)])
+                n += 1
+        except OSError:
+            pass  # the node died under us
+        finally:
+            wire.close()
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    killed_at = time.monotonic()
+    os.killpg(node.proc.pid, signal.SIGKILL)  # master and workers at once
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    node.proc.wait(10)
+    logged = set(rids(whole(node.access_path.read_text()), ""))
+    # what a crash may lose: the last flush interval (0.2 s), plus a busy host's slack
+    older = [rid for rid, when in done if when < killed_at - 1.0]
+    assert older and not [rid for rid in older if rid not in logged]
+    assert len(logged) >= len(older)
+
+
+def test_a_directory_that_is_not_there_stops_the_node_at_start(tmp_path):
+    conf = tmp_path / "rawx.conf"
+    conf.write_text(f"listen 127.0.0.1:0\nnamespace OPENIO\ndocroot {tmp_path}/data\n"
+                    f"access_log {tmp_path}/nowhere/access.log\n")
+    out = subprocess.run([sys.executable, "-m", "storage", "serve", "-f", str(conf)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert f"access_log: no directory {tmp_path}/nowhere" in out.stderr
+
+
+def test_pipelined_and_mixed_requests_keep_their_order(node_factory):
+    """One worker, one buffer: the compiled path's lines and the Python path's are in
+    the order their replies went out."""
+    node = node_factory()
+    cid, _ = cached_chunk(node, 3, 100)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        wire = Wire.__new__(Wire)
+        wire.node, wire.sock, wire.buf = node, sock, b""
+        for n in range(20):
+            ask(wire, n, "o", cid)
+    node.request("GET", "/info", headers={"X-oio-req-id": "last"})
+    lines = node.access_lines(containing="last")
+    got = rids(lines, "o")
+    assert got == [f"o{n}-{p}" for n in range(20) for p in (cid[:4], "info")]
+    assert chunk_id(3)[:4] == cid[:4]
