@@ -1,5 +1,6 @@
-"""The access log of a real node: lines flushed by time and at exit, and a SIGKILL
-loses at most the last fraction of a second and never leaves a partial line."""
+"""The access log of a real node: lines flushed by time and at exit, SIGUSR1 reopens
+the file (logrotate) with no line lost or written twice, and a SIGKILL loses at most
+the last fraction of a second and never leaves a partial line."""
 import os
 import signal
 import socket
@@ -43,6 +44,71 @@ def test_a_line_is_written_within_a_fraction_of_a_second(node_factory):
     t0 = time.monotonic()
     assert any("first" in line for line in node.access_lines(containing="first"))
     assert time.monotonic() - t0 < 2.0  # the flush timer (0.2 s), on a busy host
+
+
+def test_sigusr1_reopens_with_no_line_lost_or_twice(node_factory):
+    """logrotate's way: rename the file, SIGUSR1, then the lines go on in a new file.
+    Requests keep coming from two connections the whole time, through the lane and
+    through the Python path, on two workers."""
+    node = node_factory(workers=2)
+    cid, _ = cached_chunk(node, 1, 5000)
+    stop = threading.Event()
+    sent = []
+    errors = []
+
+    def client(tag):
+        wire = Wire(node)
+        try:
+            n = 0
+            while not stop.is_set() and n < 5000:  # bounded
+                ask(wire, n, tag, cid)
+                sent.extend([f"{tag}{n}-{cid[:4]}", f"{tag}{n}-info"])
+                n += 1
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            wire.close()
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    old = node.tmp_path / "access.log.1"
+    os.rename(node.access_path, old)
+    time.sleep(0.3)  # lines still go to the renamed file until the signal
+    node.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+            node.access_path.exists() and node.access_path.stat().st_size):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert node.stop() == 0  # SIGTERM: the workers write out their last lines
+    old_lines = whole(old.read_text())
+    new_lines = whole(node.access_path.read_text())
+    assert rids(old_lines, "a") and rids(new_lines, "a")  # both files got lines
+    logged = rids(old_lines, "a") + rids(old_lines, "b") + rids(new_lines, "a") \
+        + rids(new_lines, "b")
+    assert len(logged) == len(set(logged))  # none twice
+    assert sorted(logged) == sorted(sent)  # none lost
+    assert len({line.split()[0] for line in old_lines + new_lines}) == 2  # two workers
+
+
+def test_sigusr1_without_access_log_file(node_factory):
+    """``-`` (stderr) and ``off``: SIGUSR1 changes nothing, the node serves on."""
+    for target in ("-", "off"):
+        node = node_factory(access_log=target)
+        node.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        node.request("GET", "/info", headers={"X-oio-req-id": "after-usr1"})
+        assert node.proc.poll() is None and len(node.worker_pids()) == 1
+        assert node.stop() == 0
+        stderr = node.stderr_path.read_text()
+        assert ("after-usr1" in stderr) == (target == "-")
+        assert not node.access_path.exists()
 
 
 def test_sigkill_loses_a_fraction_of_a_second_and_no_partial_line(node_factory):
