@@ -20,7 +20,6 @@ it over on a Python-path GET, as in the node).
 
 Compare the rows of one group (ratios; absolute times on a shared machine are noise).
 """
-import logging
 import os
 import select
 import socket
@@ -157,9 +156,6 @@ class InProcessNode:
             f"listen 127.0.0.1:{port}\nnamespace OPENIO\ndocroot {docroot}\n"
             "hash_width 3\nhash_depth 1\nfsync off\nio_threads 0\naccess_log off\n")
         self.host = self.config.listen
-        self.access = logging.getLogger("storage.access")
-        self._access_was = self.access.disabled
-        self.access.disabled = True  # what `access_log off` does (storage.cli)
         self.worker = Worker(self.config, 0, self.listener, SharedStats(1))
         # on_readable() is what is timed: a connection the core answered must stay in
         # the loop, not move to the worker's keep-alive lane (which nobody runs here)
@@ -221,7 +217,6 @@ class InProcessNode:
         self.client.close()
         self.worker.loop.close()
         self.listener.close()
-        self.access.disabled = self._access_was
 
 
 def lay_down(root):

@@ -7,6 +7,12 @@ serve identical bytes, and measures with the same client:
   PUT 1 MiB and 8 MiB (ours hashing and verifying MD5)            (load_put.py)
   64 concurrent 64 MiB PUTs while sampling each worker's peak RSS (load_rss.py)
 
+Each GET and PUT row has a twin ", access log" row, measured in the same run on a
+second pair of servers that both write an access log file (nginx ``access_log FILE``
+in its default combined format, ours ``access_log FILE``): what a log line costs
+each side. The logged files are truncated after each measurement (bounded disk
+use); the row's notes give the lines each server logged.
+
 and prints a Markdown table (also written to bench/out/latest.md) with the
 ratio ours/nginx against the targets, and each server's CPU time (its master
 and workers, user + system) per request: on this 2-core machine the client
@@ -54,17 +60,27 @@ class Row:
     metric: str  # what the ratio compares: "req/s" or "MB/s"
     target: float  # minimum ratio ours/nginx; for "rss", max MiB per worker
     byte_range: tuple = None
+    logged: bool = False  # both servers write an access log file
 
 
-ROWS = [
+def _logged(row, target=None):
+    """The twin of ``row`` measured with both access logs on."""
+    return Row(row.key + "_log", row.title + ", access log", row.kind, row.size, row.metric,
+               row.target if target is None else target, row.byte_range, True)
+
+
+_PLAIN = [
     Row("get_4k", "GET 4 KiB", "get", 4 * KIB, "req/s", 0.35),
     Row("get_1m", "GET 1 MiB", "get", MIB, "MB/s", 0.8),
     Row("get_8m", "GET 8 MiB", "get", 8 * MIB, "MB/s", 0.95),
     Row("get_range", "GET 500 KB of 8 MiB", "get", 8 * MIB, "MB/s", 0.8, RANGE),
     Row("put_1m", "PUT 1 MiB", "put", MIB, "MB/s", 0.75),
     Row("put_8m", "PUT 8 MiB", "put", 8 * MIB, "MB/s", 0.75),
-    Row("rss", "RSS: 64 x PUT 64 MiB", "rss", 64 * MIB, "MiB/worker", 100.0),
 ]
+# issue 15: a log line should cost about what nginx's does (>= 0.9x on GET 4 KiB)
+_LOG_TARGETS = {"get_4k": 0.9}
+ROWS = [r for plain in _PLAIN for r in (plain, _logged(plain, _LOG_TARGETS.get(plain.key)))]
+ROWS.append(Row("rss", "RSS: 64 x PUT 64 MiB", "rss", 64 * MIB, "MiB/worker", 100.0))
 ROW_KEYS = [r.key for r in ROWS]
 SMOKE_SECONDS = 0.2  # per row under --smoke
 SMOKE_PUT_BYTES = 8 * MIB  # bound on bytes PUT per row under --smoke
@@ -84,6 +100,7 @@ class Measure:
     peak_mib: float = None  # rss rows only: largest VmHWM over the workers
     requests: int = 0  # completed in the run
     cpu_ms: float = None  # the server's CPU (user + system) per request
+    logged: int = None  # lines in the access log after the run (logged rows)
 
 
 def get_chunk_id(size):
@@ -234,6 +251,29 @@ def measure_rss(row, server, uploads):
                    peak_mib=peaks.peak_mib(workers))
 
 
+def settle_log(path, timeout=2.0):
+    """Wait (bounded) until the access log file stops growing (a server may flush its
+    last lines a fraction of a second late), count its lines, and truncate it: both
+    servers append (O_APPEND), so they go on writing at the new end. -> lines."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        now = os.path.getsize(path) if os.path.exists(path) else 0
+        if now == size:
+            break
+        size = now
+        time.sleep(0.25)
+    lines = 0
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                lines += block.count(b"\n")
+        os.truncate(path, 0)
+    except FileNotFoundError:
+        pass
+    return lines
+
+
 def measure_guarded(row, srv, args):
     """measure_get/measure_put, with the server's CPU per request; a crash becomes an
     error row and the server restarts."""
@@ -245,6 +285,12 @@ def measure_guarded(row, srv, args):
             m = measure_put(row, srv, args.duration, args.connections, args.max_put_bytes)
         if m.requests:
             m.cpu_ms = (cpu_seconds(srv.proc.pid) - before) * 1e3 / m.requests
+        if srv.access_path:
+            m.logged = settle_log(srv.access_path)
+            m.note = "; ".join(filter(None, [m.note, "%d access log lines for %d requests"
+                                             % (m.logged, m.requests)]))
+            if not m.logged and m.requests:
+                m.errors += 1
         return m
     except Exception as exc:
         nan = float("nan")
@@ -276,7 +322,7 @@ def median_measure(row, measures):
     return Measure(pick.req_s, pick.mb_s, pick.p50_ms, pick.p99_ms, errors,
                    ("median of %s %s" % (row.metric, vals)) + ("; " + notes if notes else ""),
                    requests=pick.requests,
-                   cpu_ms=cpus[(len(cpus) - 1) // 2] if cpus else None)
+                   cpu_ms=cpus[(len(cpus) - 1) // 2] if cpus else None, logged=pick.logged)
 
 
 def paired_ratio(row, ours, nginx):
@@ -291,18 +337,20 @@ def paired_ratio(row, ours, nginx):
     return ratios[(len(ratios) - 1) // 2]
 
 
-def start_servers(names, tmp, workers, node_bin, node_conf=()):
-    """Start the named servers, each in its own dir under tmp; return {name: server}."""
+def start_servers(names, tmp, workers, node_bin, node_conf=(), access_log=False):
+    """Start the named servers, each in its own dir under tmp (writing an access log
+    file there with ``access_log``); return {name: server}."""
     servers = {}
     try:
         for name in names:
-            prefix = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
+            prefix = tempfile.mkdtemp(prefix=name + ("-log-" if access_log else "-"),
+                                      dir=tmp)
             docroot = os.path.join(prefix, "root")
             if name == "ours":
                 srv = NodeServer(prefix, docroot, workers, binary=node_bin,
-                                 extra_conf=node_conf)
+                                 extra_conf=node_conf, access_log=access_log)
             else:
-                srv = NginxServer(prefix, docroot, workers)
+                srv = NginxServer(prefix, docroot, workers, access_log=access_log)
             servers[name] = srv.start()
     except BaseException:
         stop_servers(servers)
@@ -380,7 +428,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="1 s per row")
     p.add_argument("--only", default="", help="comma-separated rows: " + ",".join(ROW_KEYS))
     p.add_argument("--servers", default="auto",
-                   help="ours,nginx | nginx | ours | auto (ours only if src/storage/cli.py exists)")
+                   help="ours,nginx | nginx | ours | auto (ours only if src/storage/cli exists)")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per row and server, alternating the order; the median is kept")
     p.add_argument("--connections", type=int, default=16)
@@ -416,10 +464,11 @@ def parse_args(argv):
         p.error("unknown rows %s (known: %s)" % (bad, ", ".join(ROW_KEYS)))
     args.rows = [r for r in ROWS if r.key in keys]
     if args.servers == "auto":
-        have_node = os.path.exists(os.path.join(REPO, "src", "storage", "cli.py"))
+        cli = os.path.join(REPO, "src", "storage", "cli")  # a package since SEND
+        have_node = os.path.exists(cli) or os.path.exists(cli + ".py")
         args.servers = "ours,nginx" if have_node else "nginx"
         if not have_node:
-            print("note: src/storage/cli.py not found, measuring nginx only", file=sys.stderr)
+            print("note: src/storage/cli not found, measuring nginx only", file=sys.stderr)
     args.server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not set(args.server_names) <= {"ours", "nginx"} or not args.server_names:
         p.error("--servers takes ours and/or nginx")
@@ -432,14 +481,22 @@ def run(args):
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     tmp = tempfile.mkdtemp(prefix="bench-load-", dir=args.tmp)
     try:
-        servers = start_servers(args.server_names, tmp, args.workers, args.node_bin,
-                                args.node_conf)
+        # one pair of servers without an access log, one with (the logged rows)
+        pairs = {False: {}, True: {}}
         try:
-            bodies = seed_get_chunks(servers, (4 * KIB, MIB, 8 * MIB))
-            check_get_chunks(servers, bodies)
+            for logged in (False, True):
+                if any(r.logged == logged for r in args.rows if r.kind != "rss"):
+                    pairs[logged] = start_servers(args.server_names, tmp, args.workers,
+                                                  args.node_bin, args.node_conf, logged)
+                    bodies = seed_get_chunks(pairs[logged], (4 * KIB, MIB, 8 * MIB))
+                    check_get_chunks(pairs[logged], bodies)
+                    for srv in pairs[logged].values():
+                        if srv.access_path:
+                            settle_log(srv.access_path)  # the seeding's lines
             for row in args.rows:
                 if row.kind == "rss":
                     continue
+                servers = pairs[row.logged]
                 runs = {name: [] for name in servers}
                 order = list(servers)
                 for rep in range(args.repeat):
@@ -460,7 +517,8 @@ def run(args):
                         results[row.key]["ours"].note += \
                             "; paired ratio (median of ours/nginx per repeat) %.2fx" % paired
         finally:
-            stop_servers(servers)
+            for servers in pairs.values():
+                stop_servers(servers)
         for row in args.rows:
             if row.kind != "rss":
                 continue

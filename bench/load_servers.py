@@ -74,8 +74,9 @@ def nginx_modules_off():
     return {m for m in ("proxy", "fastcgi", "uwsgi", "scgi") if "--without-http_%s_module" % m in out}
 
 
-def render_nginx_conf(prefix, docroot, port, workers=2):
-    """The text of nginx.conf for an instance rooted at `prefix`."""
+def render_nginx_conf(prefix, docroot, port, workers=2, access_log=None):
+    """The text of nginx.conf for an instance rooted at `prefix`; `access_log` a file
+    (nginx's default combined format, one write per request) or None (off)."""
     off = nginx_modules_off() if shutil.which("nginx") else set()
     temps = ["%s_temp_path %s/%s;" % (m, prefix, m)
              for m in ("proxy", "fastcgi", "uwsgi", "scgi") if m not in off]
@@ -85,7 +86,8 @@ def render_nginx_conf(prefix, docroot, port, workers=2):
     with open(NGINX_TEMPLATE) as f:
         tmpl = string.Template(f.read())
     text = tmpl.substitute(user_line=user_line, prefix=prefix, docroot=docroot,
-                           port=port, temp_paths="\n    ".join(temps))
+                           port=port, temp_paths="\n    ".join(temps),
+                         access_log=access_log or "off")
     return text.replace("worker_processes 2;", "worker_processes %d;" % workers)
 
 
@@ -94,11 +96,13 @@ class NginxServer:
 
     name = "nginx"
 
-    def __init__(self, prefix, docroot, workers=2, start_timeout=10.0):
+    def __init__(self, prefix, docroot, workers=2, start_timeout=10.0, access_log=False):
         self.prefix = prefix
         self.docroot = docroot
         self.workers = workers
         self.start_timeout = start_timeout
+        # the access log file when logging (access_log True), else None
+        self.access_path = os.path.join(prefix, "access.log") if access_log else None
         self.port = None
         self.proc = None
 
@@ -115,7 +119,8 @@ class NginxServer:
         self.port = free_port()
         conf = os.path.join(self.prefix, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(render_nginx_conf(self.prefix, self.docroot, self.port, self.workers))
+            f.write(render_nginx_conf(self.prefix, self.docroot, self.port, self.workers,
+                                    self.access_path))
         log = open(os.path.join(self.prefix, "stderr.log"), "wb")
         try:
             self.proc = subprocess.Popen(["nginx", "-p", self.prefix, "-c", conf],
@@ -156,11 +161,12 @@ class NodeServer:
     name = "ours"
 
     def __init__(self, prefix, docroot, workers=2, start_timeout=20.0, binary=NODE_BIN,
-                 extra_conf=()):
+                 extra_conf=(), access_log=False):
         self.prefix = prefix
         self.docroot = docroot
         self.workers = workers
         self.start_timeout = start_timeout
+        self.access_path = os.path.join(prefix, "access.log") if access_log else None
         self.binary = binary
         self.extra_conf = tuple(extra_conf)
         self.port = None
@@ -177,11 +183,11 @@ class NodeServer:
         os.makedirs(self.docroot, exist_ok=True)
         self.port = free_port()
         conf = os.path.join(self.prefix, "rawx.conf")
-        # access_log off: nginx runs with "access_log off" too (nginx.conf.tmpl), so
-        # neither side pays for a log line per request.
+        # the access log as nginx's (nginx.conf.tmpl): off, or a file for the rows that
+        # measure what a log line costs each side
         lines = ["listen 127.0.0.1:%d" % self.port, "namespace OPENIO",
                  "docroot %s" % self.docroot, "workers %d" % self.workers,
-                 "access_log off"]
+                 "access_log %s" % (self.access_path or "off")]
         lines += list(self.extra_conf)
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")

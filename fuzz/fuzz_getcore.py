@@ -14,26 +14,30 @@ The first byte is the control byte, the next two pick a chunk size; the rest is
      or the target of a GET/HEAD of a chunk, as the control byte says), served by both
      GetCore twins over real TCP socket pairs on 127.0.0.1 (made once, at import) on a
      tiny docroot whose chunks both twins remember. Both must return the same code,
-     leave the same attributes and counters and send the same bytes (Date masked);
-     a declined head sends nothing; a served body is the file's bytes (or the range
-     named in Content-Range); the only exception allowed is ValueError for an ``n``
-     out of the buffer, from both;
-  3. the same head sent on a connection each twin's ``Lane`` holds (logging on, so
-     that every outcome is reported): both twins must report the same, send the same
-     bytes and count the same; a head handed back is handed back whole with nothing
-     sent, and a head the lane answers is one the core answered in 2, with the same
-     bytes.
+     leave the same attributes and counters, send the same bytes (Date masked) and
+     write the same access line (timings masked; ``storage.accesslog.format_line``'s
+     words, each twin into its own twin of the log buffer); a declined head sends
+     nothing and logs nothing; a served body is the file's bytes (or the range named
+     in Content-Range); the only exception allowed is ValueError for an ``n`` out of
+     the buffer, from both;
+  3. the same head sent on a connection each twin's ``Lane`` holds: both twins must
+     report the same, send the same bytes, log the same line and count the same; a
+     head handed back is handed back whole with nothing sent or logged, and a head
+     the lane answers is one the core answered in 2, with the same bytes.
 Anything else is a crash.
 """
 import atexit
+import fcntl
 import os
 import re
 import socket
 import sys
 import tempfile
 
+from _fastpath import accesslog as fast_log
 from _fastpath import getcore as fast
 from storage.http.response import encode_fields
+from storage.pure import accesslog as pure_log
 from storage.pure import getcore as pure
 from storage.rawx.ranges import parse_range as reference_range
 from storage.stats import INDEX, SharedStats
@@ -91,52 +95,81 @@ class Twin:
                                fields, n == 0, "acct", "cont%d" % n)
         self.server, self.client = _socket_pair()
         self.lane = mod.Lane(self.core, bytearray(1 << 16), 8192, 60.0, 60.0)
-        self.lane.logging = True
         self.member, self.member_client = _socket_pair()
+        # the access lines: through a pipe, read back after each request
+        self.log_r, self.log_w = os.pipe()
+        fcntl.fcntl(self.log_r, fcntl.F_SETFL, os.O_NONBLOCK)
+        self.log = (fast_log if mod is fast else pure_log).LogBuffer(self.log_w, 1 << 20)
+        self.core.log_to(self.log, 7)
+
+    def lines(self):
+        """The access lines written since the last call, timings masked."""
+        self.log.flush()
+        data = b""
+        try:
+            while True:
+                data += os.read(self.log_r, 1 << 16)
+        except BlockingIOError:
+            pass
+        out = []
+        for line in data.decode("utf-8").splitlines():
+            fields = line.split(" ")
+            assert len(fields) >= 21 and fields[-2].startswith("account:"), line
+            # the timings: 8th from the left, 6th from the right (a request id may
+            # hold spaces; the host, the peer and the account here cannot)
+            fields[8] = fields[-6] = "T"
+            out.append(" ".join(fields))
+        return out
 
     def through_lane(self, head, keep_ok):
         """``head`` on the lane's member connection -> (what the lane reported,
         bytes on the wire, counters)."""
         fd = self.member.fileno()
         if fd not in self.lane:
-            self.lane.adopt(fd, "owner")  # it left (handed back or closed): again
+            self.lane.adopt(fd, "owner", "fuzz:2")  # it left (handed back or closed)
         self.lane.keep_alive_ok = keep_ok
+        lines = self.log.lines
         self.member_client.sendall(head)
         out = []
-        for _ in range(400):
+        for _ in range(400):  # until something is reported, or a reply is out
             _, out = self.lane.wait(0.005)
-            if out:
+            if out or (self.log.lines > lines and not self.lane.busy(fd)):
                 break
-        assert len(out) == 1 and out[0][0] == "owner", out
-        _, code, payload = out[0]
-        if code == self.mod.HANDBACK:
-            self._nothing_sent(self.member_client)
-            return (code, payload), b"", self._counters()
-        reply = payload
-        attrs = (reply.status, reply.keep_alive, reply.kind, reply.reqid, reply.account,
-                 reply.bucket, reply.bytes_out, reply.request.method, reply.request.path,
-                 reply.request.headers)
-        wire = self._read_reply(reply.kind == "head", self.member_client)
-        return (code, attrs), wire, self._counters()
+        if out:
+            assert len(out) == 1 and out[0][0] == "owner", out
+            _, code, payload = out[0]
+            if code == self.mod.HANDBACK:
+                self._nothing_sent(self.member_client)
+                assert self.lines() == [], "a head handed back was logged"
+                return (code, payload), b"", self._counters()
+            assert code == self.mod.CLOSE and payload is None, out
+        else:
+            code = "served"
+        [line] = self.lines()
+        wire = self._read_reply(line.split(" ")[6] == "HEAD", self.member_client)
+        return (code, line), wire, self._counters()
 
     def serve(self, buf, n, keep_ok):
         """-> (code, attributes, bytes on the wire, counters); ("error", type) for an
         exception the core may raise (ValueError: n out of the buffer)."""
         try:
-            code = self.core.serve(self.server.fileno(), buf, n, keep_ok)
+            code = self.core.serve(self.server.fileno(), buf, n, keep_ok, "fuzz:1")
         except ValueError as exc:
             self._nothing_sent()
+            assert self.lines() == []
             return ("error", type(exc).__name__), None, b"", self._counters()
         core = self.core
         if code == self.mod.DECLINED:
             self._nothing_sent()
+            assert self.lines() == [], "a declined head was logged"
             return code, None, b"", self._counters()
         if code == self.mod.PENDING:
             core = self._finish(core.pending)  # its attributes, final bytes_out
         wire = self._read_reply(core.kind == "head")
         req = core.request
         attrs = (core.status, core.keep_alive, core.kind, core.reqid, core.account,
-                 core.bucket, core.bytes_out, req.method, req.path, req.headers)
+                 core.bucket, core.bytes_out, req.method, req.path, req.headers,
+                 tuple(self.lines()))
         return code, attrs, wire, self._counters()
 
     def close(self):
@@ -145,6 +178,8 @@ class Twin:
         self.lane.close()
         self.member.close()
         self.member_client.close()
+        os.close(self.log_r)
+        os.close(self.log_w)
 
     def _counters(self):
         return {k: v for k, v in self.stats.totals().items() if not k.startswith("req.time")}
@@ -294,6 +329,7 @@ def check_lane(head, keep_ok, code, wire):
         assert payload == head, (payload, head)
     else:
         assert code == fast.DONE and lane_wire == wire, (head, code)
+        assert payload.split(" ")[5] == "fuzz:2", payload
 
 
 if __name__ == "__main__":

@@ -232,6 +232,21 @@ def test_nginx_conf_has_the_benchmark_settings(tmp_path):
     assert "$" not in text
 
 
+def test_logged_rows_and_nginx_access_log(tmp_path):
+    """Every GET and PUT row has a twin measured with both access logs on."""
+    rows = {r.key: r for r in load.ROWS}
+    for key in ("get_4k", "get_1m", "get_8m", "get_range", "put_1m", "put_8m"):
+        twin = rows[key + "_log"]
+        assert twin.logged and not rows[key].logged
+        assert (twin.kind, twin.size, twin.byte_range) == (rows[key].kind, rows[key].size,
+                                                           rows[key].byte_range)
+    assert rows["get_4k_log"].target == 0.9
+    log = str(tmp_path / "access.log")
+    text = load_servers.render_nginx_conf(str(tmp_path), str(tmp_path / "root"), 4321,
+                                          access_log=log)
+    assert "access_log %s;" % log in text and "access_log off;" not in text
+
+
 def _have_dav_nginx():
     if not shutil.which("nginx"):
         return False

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import import_twin, twin_params
+from storage.accesslog import format_line, open_log
 from storage.http.response import build_head, encode_fields
 from storage.rawx.ranges import parse_range as reference_range
-from storage.stats import INDEX, SharedStats
+from storage.stats import INDEX, ROW, SharedStats
 
 CID = "0123456789ABCDEF" * 4
 FIELDS = encode_fields([("X-Oio-Chunk-Meta-Chunk-Id", CID),
@@ -49,13 +50,14 @@ def pair():
 
 
 class Volume:
-    def __init__(self, root, mod, small_file=65536, hosts=(HOST,), ports=()):
+    def __init__(self, root, mod, small_file=65536, hosts=(HOST,), ports=(), node=False):
+        """``node``: the core's in-flight figures are every row's (its "row" slot)."""
         self.root = root
         self.stats = SharedStats(2)
         self.row = self.stats.row(1)
-        self.core = mod.GetCore((str(root), 3, 1), hosts, self.row.values,
-                                dict(INDEX, base=self.row.base), small_file, 16,
-                                wildcard_ports=ports)
+        slots = dict(INDEX, base=self.row.base, **({"row": ROW} if node else {}))
+        self.core = mod.GetCore((str(root), 3, 1), hosts, self.row.values, slots,
+                                small_file, 16, wildcard_ports=ports)
 
     def path(self, cid=CID):
         return self.root / cid[:3] / cid
@@ -78,11 +80,32 @@ def vol(tmp_path, mod):
     return Volume(tmp_path, mod)
 
 
-def serve(core, server, head, keep=True):
+def serve(core, server, head, keep=True, peer=None):
     if isinstance(head, str):
         head = head.encode("latin-1")
     buf = bytearray(head) + bytearray(64)  # the worker's buffer is larger than the head
-    return core.serve(server.fileno(), buf, len(head), keep)
+    return core.serve(server.fileno(), buf, len(head), keep, peer)
+
+
+def log_buffer(mod, tmp_path, limit=1 << 20):
+    """The access log buffer twin of ``mod`` (compiled or pure), on a file of tmp_path
+    -> (buffer, path)."""
+    twin = import_twin(mod.__name__.replace("getcore", "accesslog"))
+    path = tmp_path / "access.log"
+    return twin.LogBuffer(open_log(str(path)), limit), path
+
+
+def logged(buffer, path):
+    """Flush ``buffer`` -> the lines of its file (str)."""
+    buffer.flush()
+    return path.read_text().splitlines()
+
+
+def masked(line):
+    """An access line without its two timings (fields 8 and 15)."""
+    fields = line.split(" ")
+    fields[8] = fields[15] = "T"
+    return " ".join(fields)
 
 
 def get(path="/" + CID, method="GET", extra="", version="1.1"):
@@ -378,6 +401,105 @@ def test_client_gone_is_done_and_not_kept(mod, vol, pair):
     results = {serve(vol.core, server, get()) for _ in range(3)}
     assert results == {mod.DONE}
     assert not vol.core.keep_alive
+
+
+# ---- the access line ----------------------------------------------------------------
+def test_access_line_of_an_immediate_reply(mod, tmp_path, pair):
+    """Byte for byte the Python path's line (``format_line``), the node's in-flight
+    figures summed over every worker's row."""
+    server, client = pair
+    vol = Volume(tmp_path, mod, node=True)
+    body = os.urandom(5000)
+    vol.put(body)
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 4242)
+    vol.stats.row(0).start("put")  # another worker's upload in flight
+    extra = "X-oio-req-id: rid-1\r\n"
+    assert serve(vol.core, server, get(extra=extra), peer="127.0.0.1:51234") == mod.DONE
+    read_reply(client, len(expected(200, body, [("X-Oio-Req-Id", "rid-1")])))
+    assert len(buffer) > 0 and path.read_text() == ""  # buffered, not written yet
+    [line] = logged(buffer, path)
+    want = format_line(4242, HOST, "127.0.0.1:51234", "GET", 200, 0, 5000, 0, "rid-1",
+                       "/" + CID, 0, 1, 0, 0, "acct", "cont").decode()
+    assert masked(line) == masked(want.rstrip("\n"))
+    micros, ttfb = int(line.split()[8]), int(line.split()[15])
+    assert 0 <= ttfb <= micros < 10 ** 7
+
+
+def test_access_line_of_head_range_and_unknowns(mod, tmp_path, pair):
+    """No Host, no request id, no peer, no account: "-"; a HEAD sends no body bytes."""
+    server, client = pair
+    vol = Volume(tmp_path, mod)
+    vol.put(b"0123456789")
+    vol.core.remember(CID, *(lambda s: (s.st_dev, s.st_ino, s.st_ctime_ns))(
+        os.stat(vol.path())), 10, FIELDS, True, None, b"bucket-\xc3\xa9")
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 1)
+    head = f"HEAD /{CID} HTTP/1.0\r\n\r\n"
+    assert serve(vol.core, server, head) == mod.DONE
+    ranged = get(extra="Range: bytes=2-4\r\n")
+    assert serve(vol.core, server, ranged, peer="[::1]:8") == mod.DONE
+    lines = logged(buffer, path)
+    assert [masked(line) for line in lines] == [
+        "1 access INF - - - HEAD 200 T 0 0 - - /%s http T put:0 get:0 del:0 "
+        "account:- bucket:bucket-\u00e9" % CID,
+        "1 access INF - %s [::1]:8 GET 206 T 3 0 - - /%s http T put:0 get:0 del:0 "
+        "account:- bucket:bucket-\u00e9" % (HOST, CID)]
+
+
+def test_access_line_of_a_pending_reply_once_it_is_out(mod, tmp_path, pair):
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    vol = Volume(tmp_path, mod, small_file=1024, node=True)
+    body = os.urandom(4 << 20)
+    vol.put(body)
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 9)
+    assert serve(vol.core, server, get(), peer="p:1") == mod.PENDING
+    reply = vol.core.pending
+    assert logged(buffer, path) == []  # not out yet
+    thread, got = reader_of(client, len(expected(200, body)))
+    while reply.resume(server.fileno()) == mod.PENDING:
+        select.select([], [server], [], 5)
+    thread.join(10)
+    reply.abort()  # finished already: nothing logged twice
+    [line] = logged(buffer, path)
+    assert line.split()[5:10] == ["p:1", "GET", "200", line.split()[8], str(len(body))]
+    assert " get:0 " in line  # no longer in flight when logged
+
+
+def test_access_line_of_an_aborted_reply(mod, tmp_path, pair):
+    server, client = pair
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    vol = Volume(tmp_path, mod, small_file=1024)
+    vol.put(os.urandom(4 << 20))
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 9)
+    assert serve(vol.core, server, get(), peer="p:1") == mod.PENDING
+    reply = vol.core.pending
+    reply.abort()
+    reply.abort()
+    [line] = logged(buffer, path)
+    assert 0 < int(line.split()[9]) < 4 << 20 and " GET 200 " in line
+
+
+def test_log_to_none_logs_nothing(mod, tmp_path, pair):
+    server, client = pair
+    vol = Volume(tmp_path, mod)
+    vol.put(b"abc")
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 9)
+    vol.core.log_to(None)
+    assert serve(vol.core, server, get()) == mod.DONE
+    assert logged(buffer, path) == [] and buffer.lines == 0
+
+
+def test_the_compiled_core_takes_the_compiled_buffer(tmp_path):
+    from _fastpath import getcore
+    from storage.pure import accesslog
+    core = getcore.GetCore((str(tmp_path), 3, 1), (HOST,))
+    with pytest.raises(TypeError):
+        core.log_to(accesslog.LogBuffer(2), 1)
 
 
 # ---- declined: nothing sent ---------------------------------------------------------

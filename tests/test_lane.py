@@ -1,6 +1,6 @@
 """getcore.Lane and its twin: keep-alive connections served by the core alone, on real
 TCP sockets on 127.0.0.1 and real files. What the core answers goes out with nothing
-reported to Python (unless the access log wants it); whatever else arrives is handed
+reported to Python (its access line is the core's); whatever else arrives is handed
 back byte for byte with nothing sent, and the connection leaves the lane."""
 import os
 import select
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 # the fixtures mod (both twins), vol and pair are test_getcore's own
-from test_getcore import (CID, Volume, connected, expected, get, mod, pair,  # noqa: F401
-                          read_reply, reader_of, same, vol)
+from test_getcore import (CID, HOST, Volume, connected, expected, get, log_buffer,  # noqa: F401
+                          logged, mod, pair, read_reply, reader_of, same, vol)
 
 BUFFER = 1 << 16
 
@@ -55,22 +55,25 @@ def test_answers_without_reporting(mod, vol, lane, pair):
     assert len(lane) == 1
 
 
-def test_logging_reports_each_reply(mod, vol, lane, pair):
+def test_replies_are_logged_by_the_core(mod, vol, lane, pair, tmp_path):
+    """The access line of each reply the lane sends is the core's: nothing comes back
+    to Python, and the line names the peer the connection joined with."""
     server, client = pair
     vol.put(b"abc")
-    lane.logging = True
-    lane.adopt(server.fileno(), "owner")
-    client.sendall(get(extra="X-oio-req-id: r1\r\n").encode())
-    out = settle(lane)
-    assert [(o, code) for o, code, _ in out] == [("owner", mod.FINISHED)]
-    reply = out[0][2]
-    assert reply.finished and reply.status == 200 and reply.bytes_out == 3
-    assert reply.reqid == "r1" and reply.kind == "get" and reply.keep_alive
-    assert reply.request.method == "GET" and reply.account == "acct"
-    read_reply(client, len(expected(200, b"abc", [("X-Oio-Req-Id", "r1")])))
-    assert reply.resume(server.fileno()) == mod.DONE
-    reply.abort()  # finished already: nothing counted twice
-    assert vol.stats.totals()["req.hits"] == 1
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 77)
+    lane.adopt(server.fileno(), "owner", "10.0.0.9:4242")
+    for n in range(2):
+        client.sendall(get(extra=f"X-oio-req-id: r{n}\r\n").encode())
+        assert settle(lane, rounds=4) == []
+        read_reply(client, len(expected(200, b"abc", [("X-Oio-Req-Id", f"r{n}")])))
+    lines = logged(buffer, path)
+    assert [line.split()[12] for line in lines] == ["r0", "r1"]
+    for line in lines:
+        fields = line.split()
+        assert fields[:8] == ["77", "access", "INF", "-", HOST, "10.0.0.9:4242", "GET", "200"]
+        assert fields[9:11] == ["3", "0"] and fields[-2:] == ["account:acct", "bucket:cont"]
+    assert vol.stats.totals()["req.hits"] == 2
 
 
 def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair):
@@ -79,32 +82,34 @@ def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair):
     vol = Volume(tmp_path, mod, small_file=1024)
     body = os.urandom(4 << 20)
     vol.put(body)
+    buffer, path = log_buffer(mod, tmp_path)
+    vol.core.log_to(buffer, 77)
     lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
-    lane.logging = True
-    lane.adopt(server.fileno(), "owner")
+    lane.adopt(server.fileno(), "owner", "10.0.0.9:4242")
     client.sendall(get().encode())
     lane.wait(0)
     assert lane.busy(server.fileno())
     assert vol.stats.totals()["inflight.get"] == 1
     thread, got = reader_of(client, len(expected(200, body)))
-    out = settle(lane, rounds=400)
+    for _ in range(400):
+        assert lane.wait(0.05) == (False, [])
+        if not lane.busy(server.fileno()):
+            break
     thread.join(10)
     same(got[0], expected(200, body))
-    assert [(o, code) for o, code, _ in out] == [("owner", mod.FINISHED)]
-    assert out[0][2].bytes_out == len(body)
     assert not lane.busy(server.fileno()) and len(lane) == 1
+    [line] = logged(buffer, path)  # once the reply is out, with all it sent
+    assert line.split()[9] == str(len(body)) and " get:0 " in line
     totals = vol.stats.totals()
     assert totals["req.hits.get"] == 1 and totals["inflight.get"] == 0
     assert totals["rep.bread"] == len(body)
     lane.close()
 
 
-@pytest.mark.parametrize("logging", [False, True])
 @pytest.mark.parametrize("how", ["asked", "stopping"])
-def test_a_reply_that_ends_the_connection(mod, vol, lane, pair, logging, how):
+def test_a_reply_that_ends_the_connection(mod, vol, lane, pair, how):
     server, client = pair
     vol.put(b"abc")
-    lane.logging = logging
     lane.adopt(server.fileno(), "owner")
     if how == "asked":
         client.sendall(get(extra="Connection: close\r\n").encode())
@@ -112,8 +117,7 @@ def test_a_reply_that_ends_the_connection(mod, vol, lane, pair, logging, how):
         lane.keep_alive_ok = False
         client.sendall(get().encode())
     out = settle(lane)
-    assert [(o, code) for o, code, _ in out] == [("owner", mod.CLOSE)]
-    assert (out[0][2] is not None) == logging
+    assert out == [("owner", mod.CLOSE, None)]
     want = expected(200, b"abc", keep=False)
     same(read_reply(client, len(want)), want)
     assert len(lane) == 0

@@ -12,7 +12,9 @@ the reply head, and sends the head and the body (one ``sendmsg`` for a small fil
 left in a ``Reply`` (``GetCore.pending``), which the loop resumes on each writable
 event without any Python bookkeeping in between. Once the reply is out, the request is
 counted in the worker's row of the node-wide counters, as ``WorkerStats.finish``
-counts it.
+counts it, and its access line (``log_to()``) is formatted here, byte for byte as
+``storage.accesslog.format_line`` words it, into the worker's log buffer
+(``accesslog.LogBuffer``): no Python runs to log a reply.
 
 It only ever answers what the Python path would answer with the same bytes: a GET
 (whole or one satisfiable ``bytes=`` range) or a plain HEAD of a chunk whose metadata
@@ -26,11 +28,13 @@ pure-Python twin is ``storage.pure.getcore``.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+from _fastpath.accesslog cimport LogBuffer
 from _fastpath.httphead cimport Request, parse_head_ptr
 
 cdef extern from "<time.h>" nogil:
@@ -108,8 +112,8 @@ cdef extern from "<sys/epoll.h>" nogil:
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
 
-__all__ = ["CLOSE", "DECLINED", "DONE", "FINISHED", "HANDBACK", "PENDING", "GetCore",
-           "Lane", "Reply", "parse_range"]
+__all__ = ["CLOSE", "DECLINED", "DONE", "HANDBACK", "PENDING", "GetCore", "Lane", "Reply",
+           "parse_range"]
 
 cdef enum:
     _DECLINED = 0
@@ -125,13 +129,11 @@ PENDING = _PENDING
 
 cdef enum:
     _HANDBACK = 0  # Lane.wait(): the connection is out of the lane with these bytes
-    _FINISHED = 1  # a reply is out (reported only when the lane logs)
     _CLOSE = 2     # the connection is out of the lane and must be closed
     _LANE_BATCH = 64  # events taken per epoll_wait
     _HEAD_READ = 16384  # bytes asked for per recv, as the Python path asks
 
 HANDBACK = _HANDBACK
-FINISHED = _FINISHED
 CLOSE = _CLOSE
 
 cdef bytes _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
@@ -147,6 +149,7 @@ cdef class _Entry:
     cdef bint check_size, head_ok
     cdef bytes fields
     cdef object account, bucket
+    cdef bytes tail  # the access line's end: b"account:<a> bucket:<b>\n"
 
 
 cdef inline int _digits(const unsigned char *s, Py_ssize_t n, int64_t *out) noexcept:
@@ -243,6 +246,9 @@ cdef class _Counters:
     cdef int64_t *row
     cdef Py_ssize_t s_time, s_time_get, s_time_head, s_hits, s_hits_get, s_hits_head
     cdef Py_ssize_t s_2xx, s_bytes_out, s_inflight_get
+    # the node's in-flight figures for the access line: every worker's row
+    cdef int64_t *first
+    cdef Py_ssize_t row_len, rows, s_inflight_put, s_inflight_del
 
     def __cinit__(self, stats, slots):
         self.has_stats = False
@@ -263,18 +269,34 @@ cdef class _Counters:
         (self.s_time, self.s_time_get, self.s_time_head, self.s_hits, self.s_hits_get,
          self.s_hits_head, self.s_2xx, self.s_bytes_out, self.s_inflight_get) = \
             [slots[n] for n in names]
+        # with "row" (the row length), the in-flight figures sum every row of the
+        # buffer, as ``WorkerStats.inflight`` does; else they are this row's
+        self.first = self.row
+        self.rows = 1
+        self.row_len = 0
+        self.s_inflight_put = slots.get("inflight.put", -1)
+        self.s_inflight_del = slots.get("inflight.del", -1)
+        if slots.get("row"):
+            self.row_len = slots["row"]
+            self.first = <int64_t *>self.view.buf
+            self.rows = self.view.len // 8 // self.row_len
+            if top - base >= self.row_len or \
+                    max(self.s_inflight_put, self.s_inflight_del) >= self.row_len:
+                raise ValueError("stats slots out of the row")
+        elif base + max(self.s_inflight_put, self.s_inflight_del) >= self.view.len // 8:
+            raise ValueError("stats slots out of the buffer")
 
     def __dealloc__(self):
         if self.has_stats:
             PyBuffer_Release(&self.view)
 
-    cdef void count(self, bint head, double started, int64_t bytes_out) noexcept:
-        """A finished 200/206 reply, as ``WorkerStats.finish`` counts it."""
-        cdef int64_t micros
+    cdef int64_t count(self, bint head, double started, int64_t bytes_out) noexcept:
+        """A finished 200/206 reply, as ``WorkerStats.finish`` counts it -> its
+        microseconds."""
+        cdef int64_t micros = <int64_t>((_monotonic() - started) * 1e6)
         cdef int64_t *row = self.row
         if not self.has_stats:
-            return
-        micros = <int64_t>((_monotonic() - started) * 1e6)
+            return micros
         row[self.s_time] += micros
         row[self.s_hits] += 1
         row[self.s_2xx] += 1
@@ -285,10 +307,128 @@ cdef class _Counters:
         else:
             row[self.s_time_get] += micros
             row[self.s_hits_get] += 1
+        return micros
 
     cdef void inflight(self, int64_t delta) noexcept:
         if self.has_stats:
             self.row[self.s_inflight_get] += delta
+
+    cdef void node_inflight(self, int64_t *put, int64_t *get, int64_t *dele) noexcept:
+        """PUT, GET and DELETE requests in flight (on the node, given "row")."""
+        cdef Py_ssize_t w
+        cdef int64_t *row
+        put[0] = get[0] = dele[0] = 0
+        if not self.has_stats:
+            return
+        for w in range(self.rows):
+            row = self.first + w * self.row_len
+            if self.s_inflight_put >= 0:
+                put[0] += row[self.s_inflight_put]
+            get[0] += row[self.s_inflight_get]
+            if self.s_inflight_del >= 0:
+                dele[0] += row[self.s_inflight_del]
+
+
+cdef inline char *_put_int(char *p, int64_t value) noexcept:
+    """Decimal digits of ``value`` at p -> the end."""
+    cdef char digits[24]
+    cdef int n = 0
+    cdef uint64_t u
+    if value < 0:
+        p[0] = 45  # "-"
+        p += 1
+        u = <uint64_t>0 - <uint64_t>value
+    else:
+        u = <uint64_t>value
+    while True:
+        digits[n] = <char>(48 + u % 10)
+        n += 1
+        u //= 10
+        if u == 0:
+            break
+    while n:
+        n -= 1
+        p[0] = digits[n]
+        p += 1
+    return p
+
+
+cdef inline char *_put_utf8(char *p, const char *s, Py_ssize_t n) noexcept:
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef bytes _log_tail(account, bucket):
+    """The access line's end for a chunk (``storage.accesslog``'s words)."""
+    return ("account:%s bucket:%s\n" % (_log_text(account), _log_text(bucket))).encode(
+        "utf-8", "backslashreplace")
+
+
+cdef _log_text(value):
+    if not value:
+        return "-"
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+cdef class _AccessLog:
+    """Where the compiled path writes its access lines: the worker's buffer, the
+    line's start (``<pid> access INF - ``) and the counters that give the node's
+    in-flight figures. A core and the replies it leaves pending share it."""
+    cdef LogBuffer buffer
+    cdef bytes prefix
+    cdef _Counters counters
+
+    cdef int write(self, object peer, Request req, int status, int64_t micros,
+                   int64_t bytes_out, str reqid, double started, double ttfb,
+                   bytes tail) except -1:
+        """One reply's line, as ``storage.accesslog.format_line`` makes it."""
+        cdef const char *host_p
+        cdef const char *peer_p
+        cdef const char *method_p
+        cdef const char *reqid_p
+        cdef const char *path_p
+        cdef Py_ssize_t host_n, peer_n, method_n, reqid_n, path_n, need
+        cdef int64_t put, get, dele
+        cdef char *start
+        cdef char *p
+        host = (<dict>req.headers).get("host") or "-"
+        host_p = PyUnicode_AsUTF8AndSize(host, &host_n)
+        peer_p = PyUnicode_AsUTF8AndSize(peer if peer else "-", &peer_n)
+        method_p = PyUnicode_AsUTF8AndSize(req.method, &method_n)
+        reqid_p = PyUnicode_AsUTF8AndSize(reqid if reqid else "-", &reqid_n)
+        path_p = PyUnicode_AsUTF8AndSize(req.path, &path_n)
+        need = (PyBytes_GET_SIZE(self.prefix) + host_n + peer_n + method_n + reqid_n
+                + path_n + PyBytes_GET_SIZE(tail) + 8 * 21 + 64)
+        self.counters.node_inflight(&put, &get, &dele)
+        start = p = self.buffer.reserve(need)
+        p = _put_utf8(p, PyBytes_AS_STRING(self.prefix), PyBytes_GET_SIZE(self.prefix))
+        p = _put_utf8(p, host_p, host_n)
+        p[0] = 32
+        p = _put_utf8(p + 1, peer_p, peer_n)
+        p[0] = 32
+        p = _put_utf8(p + 1, method_p, method_n)
+        p[0] = 32
+        p = _put_int(p + 1, status)
+        p[0] = 32
+        p = _put_int(p + 1, micros)
+        p[0] = 32
+        p = _put_int(p + 1, bytes_out)
+        p = _put_utf8(p, b" 0 - ", 5)  # no body bytes in
+        p = _put_utf8(p, reqid_p, reqid_n)
+        p[0] = 32
+        p = _put_utf8(p + 1, path_p, path_n)
+        p = _put_utf8(p, b" http ", 6)
+        p = _put_int(p, <int64_t>((ttfb - started) * 1e6))
+        p = _put_utf8(p, b" put:", 5)
+        p = _put_int(p, put)
+        p = _put_utf8(p, b" get:", 5)
+        p = _put_int(p, get)
+        p = _put_utf8(p, b" del:", 5)
+        p = _put_int(p, dele)
+        p[0] = 32
+        p = _put_utf8(p + 1, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail))
+        self.buffer.commit(p - start)
+        return 0
 
 
 cdef class GetCore:
@@ -319,6 +459,9 @@ cdef class GetCore:
     cdef readonly double started, ttfb
     cdef readonly int64_t bytes_out
     cdef readonly Reply pending  # what a PENDING serve() left to send
+    cdef _AccessLog access  # None: no access log
+    cdef object peer  # the client's address (str), for the access line
+    cdef bytes tail
 
     def __cinit__(self):
         self.head = NULL
@@ -347,6 +490,22 @@ cdef class GetCore:
         self.kind = "get"
         self.reqid = ""
         self.counters = _Counters(stats, slots)
+        self.access = None
+        self.tail = b""
+
+    def log_to(self, buffer, int pid=0):
+        """Write each reply's access line into ``buffer`` (an ``accesslog.LogBuffer``;
+        None: log nothing), ``pid`` at its start. The in-flight figures are the
+        node's when ``slots`` gave "row" (the row length), else this row's."""
+        cdef _AccessLog access
+        if buffer is None:
+            self.access = None
+            return
+        access = _AccessLog.__new__(_AccessLog)
+        access.buffer = <LogBuffer?>buffer
+        access.prefix = b"%d access INF - " % pid
+        access.counters = self.counters
+        self.access = access
 
     def __dealloc__(self):
         PyMem_Free(self.head)
@@ -369,6 +528,7 @@ cdef class GetCore:
         entry.head_ok = bool(head_ok)
         entry.account = account
         entry.bucket = bucket
+        entry.tail = _log_tail(account, bucket)
         if chunk_id not in self.cache and len(self.cache) >= self.cache_size:
             self.cache.clear()
         self.cache[chunk_id] = entry
@@ -383,20 +543,22 @@ cdef class GetCore:
         return len(self.cache)
 
     # ---- one request ---------------------------------------------------------------
-    def serve(self, int sockfd, buf, Py_ssize_t n, bint keep_alive_ok=True):
+    def serve(self, int sockfd, buf, Py_ssize_t n, bint keep_alive_ok=True, peer=None):
         """Answer the request head in ``buf[:n]`` on ``sockfd`` (non-blocking), or
-        decline. -> DECLINED, DONE or PENDING (see the attributes)."""
+        decline. -> DECLINED, DONE or PENDING (see the attributes). ``peer`` (str) is
+        the client's address for the access line."""
         cdef Py_buffer view
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
         try:
             if n < 0 or n > view.len:
                 raise ValueError("n out of the buffer")
-            return self._serve(sockfd, <const unsigned char *>view.buf, n, keep_alive_ok)
+            return self._serve(sockfd, <const unsigned char *>view.buf, n, keep_alive_ok,
+                               peer)
         finally:
             PyBuffer_Release(&view)
 
     cdef int _serve(self, int sockfd, const unsigned char *p, Py_ssize_t n,
-                    bint keep_alive_ok) except -1:
+                    bint keep_alive_ok, object peer) except -1:
         cdef double started = _monotonic()
         cdef Request req
         cdef bint head_only, keep
@@ -503,6 +665,8 @@ cdef class GetCore:
         self.reqid = reqid
         self.account = entry.account
         self.bucket = entry.bucket
+        self.tail = entry.tail
+        self.peer = peer
         self.status = status
         self.keep_alive = keep
         self.started = started
@@ -664,28 +828,35 @@ cdef class GetCore:
         reply.started = self.started
         reply.ttfb = self.ttfb
         reply.bytes_out = self.bytes_out
+        reply.access = self.access
+        reply.peer = self.peer
+        reply.tail = self.tail
         self.pending = reply
 
-    cdef Reply _snapshot(self):
-        """A finished Reply holding what the last immediate reply did (its access
-        line, once several requests have gone through the core)."""
-        cdef Reply saved = self.pending
-        cdef Reply reply
-        self._defer(-1, b"", -1, 0, 0)
-        reply = self.pending
-        self.pending = saved
-        reply.finished = True
-        return reply
-
     cdef int _done(self, Py_ssize_t sent, bint failed) except -1:
-        """The reply is over: count it as ``WorkerStats.finish`` would."""
+        """The reply is over: count it as ``WorkerStats.finish`` would, and log it."""
+        cdef int64_t micros
         self.bytes_out += sent
         if self.bytes_out < 0:
             self.bytes_out = 0
         if failed:
             self.keep_alive = False
-        self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        micros = self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        if self.access is not None:
+            _log(self.access, self.peer, self.request, self.status, micros, self.bytes_out,
+                 self.reqid, self.started, self.ttfb, self.tail)
         return _DONE
+
+
+cdef void _log(_AccessLog access, object peer, Request req, int status, int64_t micros,
+               int64_t bytes_out, str reqid, double started, double ttfb,
+               bytes tail) noexcept:
+    """A reply's access line. The reply is out and counted whatever happens here: a
+    line that cannot be made (no memory) is lost, never the reply."""
+    try:
+        access.write(peer, req, status, micros, bytes_out, reqid, started, ttfb, tail)
+    except BaseException:
+        pass
 
 
 cdef class Reply:
@@ -693,8 +864,9 @@ cdef class Reply:
     (with a small body), then a file range to ``sendfile``. ``resume(sockfd)`` on each
     writable event sends what the socket takes; once all is out (or the client is
     gone) the reply is counted as the core counts an immediate one and ``resume``
-    returns ``DONE``. ``abort()`` ends it early (the connection closed). The
-    attributes are those of the core's for the access log."""
+    returns ``DONE``. ``abort()`` ends it early (the connection closed). Either way
+    its access line is written then (``GetCore.log_to``). The attributes are those
+    of the core's."""
 
     cdef _Counters counters
     cdef int sockfd, fd
@@ -710,6 +882,9 @@ cdef class Reply:
     cdef readonly object account, bucket
     cdef readonly double started, ttfb
     cdef readonly int64_t bytes_out
+    cdef _AccessLog access
+    cdef object peer
+    cdef bytes tail
 
     def __cinit__(self):
         self.fd = -1
@@ -786,6 +961,7 @@ cdef class Reply:
         return self._finish(failed)
 
     cdef int _finish(self, bint failed) except -1:
+        cdef int64_t micros
         self.finished = True
         if self.fd >= 0:
             c_close(self.fd)
@@ -797,7 +973,10 @@ cdef class Reply:
         if self.in_flight and self.kind == "get":
             self.counters.inflight(-1)
         self.in_flight = False
-        self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        micros = self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        if self.access is not None:
+            _log(self.access, self.peer, self.request, self.status, micros, self.bytes_out,
+                 self.reqid, self.started, self.ttfb, self.tail)
         return _DONE
 
 
@@ -819,10 +998,10 @@ cdef inline ssize_t sendmsg_one(int fd, const char *p, size_t n, int flags) noex
 
 
 cdef class _Member:
-    """A keep-alive connection the lane holds: its owner (the Python connection), the
-    reply it is sending, and when it times out."""
+    """A keep-alive connection the lane holds: its owner (the Python connection), its
+    peer's address, the reply it is sending, and when it times out."""
     cdef int fd
-    cdef object owner
+    cdef object owner, peer
     cdef Reply reply
     cdef double deadline
 
@@ -841,14 +1020,14 @@ cdef class Lane:
     is ready, something needs the Python path, a signal arrives or the timeout (the
     loop's next timer) is up.
 
-    A connection joins with ``adopt(fd, owner)`` once the core has answered one of its
-    requests and nothing of it is buffered. It leaves when a read brings what the
-    core does not answer alone (anything declined, a partial head, pipelined heads):
-    ``wait()`` then reports ``(owner, HANDBACK, bytes read)`` and the Python path takes
-    those bytes as if it had read them. ``(owner, CLOSE, reply or None)`` means the
-    connection left and must be closed (the peer left, or a reply ended it);
-    ``(owner, FINISHED, reply)`` reports a reply that went out, for its access line,
-    only while ``logging`` is set. Replies are counted by the core as ever.
+    A connection joins with ``adopt(fd, owner, peer)`` once the core has answered one
+    of its requests and nothing of it is buffered. It leaves when a read brings what
+    the core does not answer alone (anything declined, a partial head, pipelined
+    heads): ``wait()`` then reports ``(owner, HANDBACK, bytes read)`` and the Python
+    path takes those bytes as if it had read them. ``(owner, CLOSE, None)`` means the
+    connection left and must be closed (the peer left, or a reply ended it). Replies
+    are counted, and logged (``GetCore.log_to``), by the core as ever: nothing is
+    reported per reply.
     ``release(fd)`` takes a connection out (the owner is closing it) and returns the
     reply it was still sending, if any; ``expired(now)`` names the owners whose idle
     or write deadline has passed. ``serving`` (the volume is healthy) and
@@ -861,7 +1040,7 @@ cdef class Lane:
     cdef object buffer
     cdef readonly Py_ssize_t head_limit
     cdef public double idle_timeout, write_timeout
-    cdef public bint serving, keep_alive_ok, logging
+    cdef public bint serving, keep_alive_ok
     cdef epoll_event ready[_LANE_BATCH]
 
     def __cinit__(self):
@@ -877,7 +1056,6 @@ cdef class Lane:
         self.write_timeout = write_timeout
         self.serving = True
         self.keep_alive_ok = True
-        self.logging = False
         self.members = {}
         if len(memoryview(buffer)) < 1:
             raise ValueError("the receive buffer is empty")
@@ -908,8 +1086,9 @@ cdef class Lane:
             c_close(self.epfd)
             self.epfd = -1
 
-    def adopt(self, int fd, owner):
-        """Take the connection on ``fd`` (idle, nothing buffered) into the lane."""
+    def adopt(self, int fd, owner, peer=None):
+        """Take the connection on ``fd`` (idle, nothing buffered) into the lane;
+        ``peer`` (str) is its client's address, for the access lines."""
         cdef _Member member
         if self.epfd < 0:
             raise ValueError("the lane is closed")
@@ -920,6 +1099,7 @@ cdef class Lane:
         member = _Member.__new__(_Member)
         member.fd = fd
         member.owner = owner
+        member.peer = peer
         member.reply = None
         member.deadline = _monotonic() + self.idle_timeout
         self.members[fd] = member
@@ -964,7 +1144,7 @@ cdef class Lane:
     def wait(self, double timeout):
         """Serve ready members, for up to ``timeout`` seconds (0: one pass without
         blocking), until the attached file descriptor is ready or something needs the
-        Python path -> (attached one ready, [(owner, HANDBACK | FINISHED | CLOSE,
+        Python path -> (attached one ready, [(owner, HANDBACK | CLOSE,
         payload)]). A signal ends the wait too (its handler runs first)."""
         cdef int n, i, fd, ms
         cdef list out = []
@@ -1035,7 +1215,7 @@ cdef class Lane:
         if self.serving and got <= self.head_limit and got >= 4 and buf[0] != 13:
             end = <const unsigned char *>memmem(buf, got, b"\r\n\r\n", 4)
             if end == buf + got - 4:
-                outcome = self.core._serve(fd, buf, got, self.keep_alive_ok)
+                outcome = self.core._serve(fd, buf, got, self.keep_alive_ok, member.peer)
         if outcome == _DECLINED:
             self._leave(member)
             out.append((member.owner, _HANDBACK, PyBytes_FromStringAndSize(<char *>buf, got)))
@@ -1048,10 +1228,9 @@ cdef class Lane:
                 # cannot happen to a member; never leave one stuck if it does
                 member.reply._finish(True)
                 self._leave(member)
-                out.append((member.owner, _CLOSE, member.reply if self.logging else None))
+                out.append((member.owner, _CLOSE, None))
             return 0
-        self._ended(member, self.core._snapshot() if self.logging else None,
-                    self.core.keep_alive, out)
+        self._ended(member, self.core.keep_alive, out)
         return 0
 
     cdef int _write(self, _Member member, list out) except -1:
@@ -1061,17 +1240,14 @@ cdef class Lane:
         member.reply = None
         if reply.keep_alive and self._watch(EPOLL_CTL_MOD, member.fd, EPOLLIN) < 0:
             reply.keep_alive = False
-        self._ended(member, reply if self.logging else None, reply.keep_alive, out)
+        self._ended(member, reply.keep_alive, out)
         return 0
 
-    cdef int _ended(self, _Member member, Reply logged, bint keep_alive,
-                    list out) except -1:
+    cdef int _ended(self, _Member member, bint keep_alive, list out) except -1:
         """A reply is out: the member waits for its next request, or leaves."""
         if not keep_alive:
             self._leave(member)
-            out.append((member.owner, _CLOSE, logged))
+            out.append((member.owner, _CLOSE, None))
             return 0
         member.deadline = _monotonic() + self.idle_timeout
-        if logged is not None:
-            out.append((member.owner, _FINISHED, logged))
         return 0

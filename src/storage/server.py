@@ -3,7 +3,8 @@ worker runs an event loop over its own SO_REUSEPORT listening socket (and its ow
 socket when ``tls_rawx_url`` is set).
 
 Signals: SIGTERM stops accepting, lets in-flight requests finish (bounded by
-``shutdown_timeout``) and exits 0; SIGINT does the same with a short grace.
+``shutdown_timeout``) and exits 0; SIGINT does the same with a short grace. SIGUSR1
+is forwarded to the workers, which reopen the access log file (``storage.accesslog``).
 
 SIGHUP restarts the node without downtime. The master checks the configuration file
 again (syntax, volume lock, TLS files; on any error it logs and keeps running as it
@@ -27,7 +28,7 @@ import socket
 import sys
 import time
 
-from storage import auth, events, instance, volume
+from storage import accesslog, auth, events, instance, volume
 from storage import config as configmod
 from storage.http import lane, tls
 from storage.http.connection import Connection
@@ -46,7 +47,8 @@ from storage.stats import SharedStats
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 SIGINT_GRACE = 1.0
-MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
+                  signal.SIGUSR1}
 INHERIT_ENV = "STORAGE_NODE_INHERIT"  # sockets and old workers handed over on SIGHUP
 READY_TIMEOUT = 30.0  # seconds new workers get to come up before a reload gives up
 
@@ -113,8 +115,9 @@ class Worker:
         repo = FsChunkRepo(config.docroot, config.hash_width, config.hash_depth, config.fsync,
                            config.fsync_dir, config.fallocate)
         self.events = events.from_config(config)  # after fork: it owns a thread
+        self.access = accesslog.AccessLog.from_config(config)  # None: access_log off
         self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events,
-                           admin=admin)
+                           admin=admin, access=self.access)
         self.listeners = [Listener(sock, self)]
         if tls_sock is not None:
             self.listeners.append(Listener(tls_sock, self, tls_context))
@@ -171,6 +174,10 @@ class Worker:
     def _on_signal(self, signum, frame):
         self._signal = signum  # acted upon by the loop, never inside the handler
 
+    def _on_reopen(self, signum, frame):
+        if self.access is not None:
+            self.access.reopen_wanted = True  # acted upon by its next flush
+
     def _probe(self):
         self.probe.run_once()
         self.loop.call_later(self.config.probe_interval, self._probe)
@@ -207,6 +214,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, self._on_reopen)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         for listener in self.listeners:
             self.loop.register(listener, READ)
@@ -220,7 +228,13 @@ class Worker:
             self.ready_fd = None
         self.loop.call_later(self.config.probe_interval, self._probe)
         self.loop.call_later(0.25, self._tick)
-        self.loop.run()
+        if self.access is not None:
+            self.access.start(self.loop)
+        try:
+            self.loop.run()
+        finally:
+            if self.access is not None:
+                self.access.close()  # the last lines
         if self.lane is not None:
             self.lane.close()
         self.loop.close()
@@ -447,6 +461,9 @@ class Master:
     def _stop(self, signum):
         if self.stop_signal is None:
             self.stop_signal = signum
+        self._forward(signum)
+
+    def _forward(self, signum):
         for pid in list(self.children) + list(self.old_workers):
             try:
                 os.kill(pid, signum)
@@ -576,6 +593,8 @@ class Master:
                 self._reap(recent_deaths)
             elif info.si_signo == signal.SIGHUP:
                 self._reload()
+            elif info.si_signo == signal.SIGUSR1:  # reopen the access log
+                self._forward(signal.SIGUSR1)
             else:
                 self._stop(info.si_signo)
         for sock in self.socks + self.tls_socks + self._admin_socks():

@@ -4,34 +4,23 @@ import argparse
 import logging
 import sys
 
+from storage import accesslog
 from storage import config as configmod
 from storage.instance import AlreadyServed
 from storage.volume import VolumeError
 
-ACCESS_FORMAT = "%(message)s"
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(config):
+    """The error log on stderr. The access log is not ``logging``'s: each worker
+    writes its own (``storage.accesslog``)."""
     root = logging.getLogger()
     root.handlers[:] = []
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(config.log_level)
-    access = logging.getLogger("storage.access")
-    access.propagate = False
-    access.handlers[:] = []
-    if config.access_log == "off":
-        access.disabled = True
-        return
-    if config.access_log == "-":
-        access_handler = logging.StreamHandler(sys.stderr)
-    else:
-        access_handler = logging.FileHandler(config.access_log)
-    access_handler.setFormatter(logging.Formatter(ACCESS_FORMAT))
-    access.addHandler(access_handler)
-    access.setLevel(logging.INFO)
 
 
 def cmd_serve(args):
@@ -42,6 +31,10 @@ def cmd_serve(args):
         config = configmod.load(args.config, overrides)
     except configmod.ConfigError as exc:
         print(f"storage-node: configuration error: {exc}", file=sys.stderr)
+        return 2
+    problem = accesslog.check(config.access_log)
+    if problem:  # the workers open it: say so now rather than watch them die
+        print(f"storage-node: configuration error: {problem}", file=sys.stderr)
         return 2
     setup_logging(config)
     try:

@@ -28,7 +28,7 @@ from storage.fast import load
 from storage.http.head import HttpError, find_head_end, parse_head
 from storage.http.pumps import WOULD_BLOCK, chunked_pump, feed_pump, pump_for
 from storage.http.reply import (SMALL_FILE, STREAM_PIECE, BlockingReply, Exchange, FileBody,
-                                Reply, StreamBody, TaskReply, exchange_of)
+                                Reply, StreamBody, TaskReply)
 from storage.http.response import build_head
 from storage.http.taskstream import BUSY_REASON, TaskStream
 from storage.loop import READ, WRITE
@@ -36,7 +36,6 @@ from storage.loop import READ, WRITE
 chunked = load("chunked")
 FAST_DONE = load("getcore").DONE
 FAST_PENDING = load("getcore").PENDING
-LANE_FINISHED = load("getcore").FINISHED
 LANE_CLOSE = load("getcore").CLOSE
 streamio = load("streamio")
 log = logging.getLogger(__name__)
@@ -161,7 +160,8 @@ class Connection:
                 fast = self.fast_get
                 if fast is not None and self.app.healthy:
                     done = fast.serve(self.fd, buf, n,
-                                      self.config.http_keepalive and not self.worker.stopping)
+                                      self.config.http_keepalive and not self.worker.stopping,
+                                      self.peer)
                     if done:
                         self._fast_served(fast, done)
                         return
@@ -234,11 +234,10 @@ class Connection:
         self._watch(WRITE)
 
     def _fast_finished(self, reply, keep_alive):
-        """A reply of the compiled path is out and counted: its access line, then the
-        next request (buffered already, or on its way: the lane waits for it) or the
-        end of the connection."""
+        """A reply of the compiled path is out, counted and logged: the next request
+        (buffered already, or on its way: the lane waits for it) or the end of the
+        connection."""
         self.served += 1
-        self._log_fast(reply)
         if not keep_alive:
             self.close()
             return
@@ -257,17 +256,10 @@ class Connection:
             self._watch(READ)
 
     def from_lane(self, code, payload):
-        """What the lane reports: a reply it sent (FINISHED, for the access log), the
-        end of the connection (CLOSE: the peer left, or a reply ended it), or bytes it
-        read and leaves to the Python path (HANDBACK: the connection is ours again)."""
-        if code == LANE_FINISHED:
-            self.served += 1
-            self._log_fast(payload)
-            return
+        """What the lane reports: the end of the connection (CLOSE: the peer left, or
+        a reply ended it), or bytes it read and leaves to the Python path (HANDBACK:
+        the connection is ours again). The replies it sent are counted and logged."""
         if code == LANE_CLOSE:
-            if payload is not None:
-                self.served += 1
-                self._log_fast(payload)
             self.close()  # out of the lane already: release() finds nothing
             return
         if self.state != S_LANE:  # closed meanwhile
@@ -279,13 +271,6 @@ class Connection:
         self.loop.timed.add(self)
         self.inbuf += payload
         self._try_head()
-
-    def _log_fast(self, reply):
-        """The access line of a reply the compiled path counted (done or cut short)."""
-        app = self.app
-        if app.logs_access():
-            app.log_access(exchange_of(reply), self,
-                           int((time.monotonic() - reply.started) * 1e6))
 
     def _fast_resume(self, reply):
         """A writable event while the compiled path's reply is pending."""
@@ -872,9 +857,8 @@ class Connection:
         if exchange is not None and exchange.request is not None:
             exchange.status = exchange.status or 499
             self.app.record(exchange, self)
-        if reply is not None:  # cut short: counted as the Python path counts it
+        if reply is not None:  # cut short: counted and logged as the Python path does
             reply.abort()
-            self._log_fast(reply)
         if self.upload is not None:
             self.upload.abort()
             self.upload = None

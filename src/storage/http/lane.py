@@ -12,9 +12,10 @@ ask for what the core answers, which cuts a GET's CPU down to the syscalls it ma
 
 Whatever the core does not answer alone comes back to the connection with the bytes
 the lane read (``Connection.from_lane``), and the Python path, the spec, answers it
-as if it had read them itself. The lane reports the replies it sends only while the
-access log is on. Deadlines (idle, writing a reply) are kept by the lane and swept
-here with the loop's other deadlines.
+as if it had read them itself. The replies the lane sends are counted and logged by
+the compiled core (``storage.accesslog``): nothing comes back to Python per reply.
+Deadlines (idle, writing a reply) are kept by the lane and swept here with the
+loop's other deadlines.
 
 ``STORAGE_NODE_GET_LANE=off`` keeps every connection in the loop (the compiled path
 still answers there).
@@ -54,7 +55,7 @@ class GetLane:
         self.loop.timed.add(self)
 
     def adopt(self, conn):
-        self.lane.adopt(conn.fd, conn)
+        self.lane.adopt(conn.fd, conn, conn.peer)
 
     def release(self, conn):
         """Take ``conn`` out -> the reply it was still sending (to abort) or None."""
@@ -73,7 +74,6 @@ class GetLane:
         # what the Python path checks per request, as of now
         lane.serving = self.app.healthy
         lane.keep_alive_ok = not self.worker.stopping
-        lane.logging = self.app.logs_access()
         ready, out = lane.wait(timeout)
         for owner, code, payload in out:
             try:

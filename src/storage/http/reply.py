@@ -86,20 +86,6 @@ class Exchange:
         self.bucket = None
 
 
-def exchange_of(core):
-    """An Exchange for what the compiled GET path did (the attributes of a
-    getcore.GetCore or of its pending getcore.Reply)."""
-    exchange = Exchange(core.request, core.started)
-    exchange.kind = core.kind
-    exchange.status = core.status
-    exchange.reqid = core.reqid
-    exchange.ttfb = core.ttfb
-    exchange.bytes_out = core.bytes_out
-    exchange.account = core.account
-    exchange.bucket = core.bucket
-    return exchange
-
-
 class TaskOutcome:
     """How a ``TaskReply`` ended: the status, the body lines (str, each sent with a
     trailing newline; the last one is what line-reading clients look at) and the

@@ -1,6 +1,7 @@
 """Pure-Python twin of ``_fastpath.getcore``: the GET/HEAD fast path, step by step.
 
-Same names, same decisions in the same order, same bytes on the socket, same counters.
+Same names, same decisions in the same order, same bytes on the socket, same counters,
+same access lines (``storage.accesslog.format_line``, into the buffer ``log_to`` names).
 It declines (``DECLINED``, nothing consumed or sent) whatever the Python request path
 should decide, and answers a GET (whole or one satisfiable range) or a plain HEAD of a
 chunk whose metadata ``remember()`` cached for the very inode version on disk.
@@ -11,14 +12,15 @@ import select
 import socket
 import time
 
+from storage.accesslog import format_line
 from storage.http.response import build_head
 from storage.pure.httphead import HttpError, parse_head
 
-__all__ = ["CLOSE", "DECLINED", "DONE", "FINISHED", "HANDBACK", "PENDING", "GetCore",
-           "Lane", "Reply", "parse_range"]
+__all__ = ["CLOSE", "DECLINED", "DONE", "HANDBACK", "PENDING", "GetCore", "Lane", "Reply",
+           "parse_range"]
 
 DECLINED, DONE, PENDING = 0, 1, 2
-HANDBACK, FINISHED, CLOSE = 0, 1, 2  # what Lane.wait() reports
+HANDBACK, CLOSE = 0, 2  # what Lane.wait() reports
 LANE_BATCH = 64
 HEAD_READ = 16384
 MAX_DIGITS = 18
@@ -98,6 +100,12 @@ class GetCore:
         self.account = self.bucket = self.pending = None
         self.started = self.ttfb = 0.0
         self.bytes_out = 0
+        self.access = None
+        self.peer = None
+
+    def log_to(self, buffer, pid=0):
+        """Write each reply's access line into ``buffer`` (None: log nothing)."""
+        self.access = None if buffer is None else _AccessLog(buffer, pid, self.counters)
 
     def remember(self, chunk_id, dev, ino, ctime_ns, expected, fields, head_ok,
                  account=None, bucket=None):
@@ -120,7 +128,7 @@ class GetCore:
     def __len__(self):
         return len(self.cache)
 
-    def serve(self, sockfd, buf, n, keep_alive_ok=True):
+    def serve(self, sockfd, buf, n, keep_alive_ok=True, peer=None):
         view = memoryview(buf)
         if n < 0 or n > view.nbytes:
             raise ValueError("n out of the buffer")
@@ -192,6 +200,7 @@ class GetCore:
         self.kind = "head" if head_only else "get"
         self.reqid = reqid[:63]
         self.account, self.bucket = entry.account, entry.bucket
+        self.peer = peer
         self.status = status
         self.keep_alive = keep
         self.started = started
@@ -251,18 +260,37 @@ class GetCore:
             self.counters.inflight(1)
         return PENDING
 
-    def _snapshot(self, sockfd):
-        """A finished Reply holding what the last immediate reply did."""
-        reply = Reply(self, sockfd, b"", -1, 0, 0)
-        reply.finished = True
-        return reply
-
     def _done(self, sent, failed):
         self.bytes_out = max(0, self.bytes_out + sent)
         if failed:
             self.keep_alive = False
-        self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        micros = self.counters.count(self.kind == "head", self.started, self.bytes_out)
+        if self.access is not None:
+            self.access.write(self, micros)
         return DONE
+
+
+class _AccessLog:
+    """Where a core and its replies write their access lines."""
+
+    def __init__(self, buffer, pid, counters):
+        self.buffer = buffer
+        self.pid = pid
+        self.counters = counters
+
+    def write(self, reply, micros):
+        """The line of a reply (the core's last one, or a Reply) that is over."""
+        req = reply.request
+        put, get, delete = self.counters.node_inflight()
+        try:
+            line = format_line(self.pid, req.headers.get("host") or "-", reply.peer or "-",
+                               req.method, reply.status, micros, reply.bytes_out, 0,
+                               reply.reqid, req.path,
+                               int((reply.ttfb - reply.started) * 1e6), put, get, delete,
+                               reply.account, reply.bucket)
+            self.buffer.add(line)
+        except Exception:
+            pass  # the reply is out and counted: only its line is lost
 
 
 class _Counters:
@@ -283,11 +311,26 @@ class _Counters:
             raise ValueError("stats slots out of the buffer")
         self.stats = view
         self.slots = {n: base + slots[n] for n in _STATS}
+        # the in-flight figures: every row of the buffer given "row", else this one
+        self.row_len = slots.get("row") or 0
+        self.inflight_of = {n: slots.get(f"inflight.{n}", -1) for n in ("put", "get", "del")}
+        if self.row_len:
+            self.rows = len(view) // self.row_len
+            if max(slots[n] for n in _STATS) >= self.row_len \
+                    or max(self.inflight_of.values()) >= self.row_len:
+                raise ValueError("stats slots out of the row")
+        else:
+            self.rows = 1
+            if base + max(self.inflight_of.values()) >= len(view):
+                raise ValueError("stats slots out of the buffer")
+            self.inflight_of = {n: base + i if i >= 0 else -1
+                                for n, i in self.inflight_of.items()}
 
     def count(self, head, started, bytes_out):
-        if self.stats is None:
-            return
+        """-> the reply's microseconds."""
         micros = int((time.monotonic() - started) * 1e6)
+        if self.stats is None:
+            return micros
         kind = "head" if head else "get"
         v, s = self.stats, self.slots
         v[s["req.time"]] += micros
@@ -296,10 +339,19 @@ class _Counters:
         v[s["rep.bread"]] += bytes_out
         v[s["req.time." + kind]] += micros
         v[s["req.hits." + kind]] += 1
+        return micros
 
     def inflight(self, delta):
         if self.stats is not None:
             self.stats[self.slots["inflight.get"]] += delta
+
+    def node_inflight(self):
+        """(put, get, del) in flight (on the node, given "row")."""
+        if self.stats is None:
+            return 0, 0, 0
+        v, size = self.stats, self.row_len
+        return tuple(sum(v[w * size + i] for w in range(self.rows)) if i >= 0 else 0
+                     for i in self.inflight_of.values())
 
 
 class Reply:
@@ -309,13 +361,14 @@ class Reply:
 
     def __init__(self, core, sockfd, left, fd, offset, length):
         self._counters = core.counters
+        self._access = core.access
         self._sockfd = sockfd
         self._left = left
         self._fd = fd
         self._offset = offset
         self.remaining = length
         for name in ("status", "keep_alive", "request", "kind", "reqid", "account",
-                     "bucket", "started", "ttfb", "bytes_out"):
+                     "bucket", "started", "ttfb", "bytes_out", "peer"):
             setattr(self, name, getattr(core, name))
         self.finished = False
         self.in_flight = False
@@ -377,7 +430,9 @@ class Reply:
         if self.in_flight and self.kind == "get":
             self._counters.inflight(-1)
         self.in_flight = False
-        self._counters.count(self.kind == "head", self.started, self.bytes_out)
+        micros = self._counters.count(self.kind == "head", self.started, self.bytes_out)
+        if self._access is not None:
+            self._access.write(self, micros)
         return DONE
 
     def __del__(self):
@@ -395,11 +450,12 @@ def _send_on(sockfd, data, flags):
 
 
 class _Member:
-    __slots__ = ("fd", "owner", "reply", "deadline")
+    __slots__ = ("fd", "owner", "peer", "reply", "deadline")
 
-    def __init__(self, fd, owner, deadline):
+    def __init__(self, fd, owner, peer, deadline):
         self.fd = fd
         self.owner = owner
+        self.peer = peer
         self.reply = None
         self.deadline = deadline
 
@@ -423,7 +479,6 @@ class Lane:
         self.write_timeout = write_timeout
         self.serving = True
         self.keep_alive_ok = True
-        self.logging = False
         self._members = {}
         self._outer = -1
         self._epoll = select.epoll()
@@ -445,13 +500,13 @@ class Lane:
             self._epoll.close()
             self._epoll = None
 
-    def adopt(self, fd, owner):
+    def adopt(self, fd, owner, peer=None):
         if self._epoll is None:
             raise ValueError("the lane is closed")
         if fd in self._members:
             raise KeyError(f"file descriptor {fd} is in the lane already")
         self._epoll.register(fd, select.EPOLLIN)
-        self._members[fd] = _Member(fd, owner, time.monotonic() + self.idle_timeout)
+        self._members[fd] = _Member(fd, owner, peer, time.monotonic() + self.idle_timeout)
 
     def release(self, fd):
         member = self._members.pop(fd, None)
@@ -529,7 +584,7 @@ class Lane:
         outcome = DECLINED
         if self.serving and 4 <= got <= self.head_limit and data[0] != 13 \
                 and data.find(b"\r\n\r\n") == got - 4:
-            outcome = self.core.serve(fd, data, got, self.keep_alive_ok)
+            outcome = self.core.serve(fd, data, got, self.keep_alive_ok, member.peer)
         if outcome == DECLINED:
             self._leave(member)
             out.append((member.owner, HANDBACK, data))
@@ -540,8 +595,7 @@ class Lane:
             member.deadline = time.monotonic() + self.write_timeout
             self._epoll.modify(fd, select.EPOLLOUT)
             return
-        self._ended(member, core._snapshot(fd) if self.logging else None,
-                    core.keep_alive, out)
+        self._ended(member, core.keep_alive, out)
 
     def _write(self, member, out):
         reply = member.reply
@@ -553,13 +607,11 @@ class Lane:
                 self._epoll.modify(member.fd, select.EPOLLIN)
             except OSError:
                 reply.keep_alive = False
-        self._ended(member, reply if self.logging else None, reply.keep_alive, out)
+        self._ended(member, reply.keep_alive, out)
 
-    def _ended(self, member, logged, keep_alive, out):
+    def _ended(self, member, keep_alive, out):
         if not keep_alive:
             self._leave(member)
-            out.append((member.owner, CLOSE, logged))
+            out.append((member.owner, CLOSE, None))
             return
         member.deadline = time.monotonic() + self.idle_timeout
-        if logged is not None:
-            out.append((member.owner, FINISHED, logged))

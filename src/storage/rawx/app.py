@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import blake3
 
+from storage import accesslog
 from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotFound,
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
                             VolumeUnavailable)
@@ -23,12 +24,11 @@ from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
 from storage.send.route import SendRoutes
-from storage.stats import COUNTERS, INDEX
+from storage.stats import COUNTERS, INDEX, ROW
 
 streamio = load("streamio")
 getcore = load("getcore")
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("storage.access")
 
 STATUS = [  # most specific first
     (BadRequest, 400), (PermissionDenied, 403), (ChunkNotFound, 404), (ChunkExists, 409),
@@ -206,13 +206,15 @@ class CompressedUpload(Upload):
 
 
 class RawxApp(AdminRoutes, SendRoutes):
-    def __init__(self, config, repo, stats, volume=None, events=None, admin=None):
+    def __init__(self, config, repo, stats, volume=None, events=None, admin=None,
+                 access=None):
         self.config = config
         self.repo = repo
         self.stats = stats
         self.volume = volume  # liveness probe state, or None
         self.events = events
         self.admin = admin  # storage.auth.AdminAuth, None without admin_htdigest
+        self.access = access  # storage.accesslog.AccessLog, None for access_log off
         hosts = {config.listen}
         if config.tls_enabled:
             hosts.add(config.tls_listen)
@@ -236,6 +238,8 @@ class RawxApp(AdminRoutes, SendRoutes):
                           "head": self._chunk_head, "del": self._chunk_del,
                           "post": self._chunk_post, "copy": self._chunk_copy}
         self.fast_get = self._get_core(repo, stats)
+        if self.fast_get is not None and access is not None:
+            self.fast_get.log_to(access.buffer, self.pid)  # it logs its own replies
 
     def _get_core(self, repo, stats):
         """The compiled GET/HEAD path (``_fastpath.getcore``) for this worker, or None
@@ -246,8 +250,8 @@ class RawxApp(AdminRoutes, SendRoutes):
                 or values is None:
             return None
         return getcore.GetCore(layout, self.allowed_hosts, values,
-                               dict(INDEX, base=stats.base), SMALL_FILE, META_CACHE_SIZE,
-                               wildcard_ports=self.wildcard_ports)
+                               dict(INDEX, base=stats.base, row=ROW), SMALL_FILE,
+                               META_CACHE_SIZE, wildcard_ports=self.wildcard_ports)
 
     @property
     def healthy(self):
@@ -584,12 +588,8 @@ class RawxApp(AdminRoutes, SendRoutes):
         exchange.bytes_out = max(0, exchange.bytes_out)  # a head cut short counts nothing
         self.stats.finish(kind, exchange.status, micros, exchange.bytes_in,
                           exchange.bytes_out)
-        if self.logs_access():
+        if self.access is not None:
             self.log_access(exchange, conn, micros)
-
-    @staticmethod
-    def logs_access():
-        return not access_log.disabled and access_log.isEnabledFor(logging.INFO)
 
     def log_access(self, exchange, conn, micros):
         """The access log line of a finished exchange (counted already)."""
@@ -599,16 +599,7 @@ class RawxApp(AdminRoutes, SendRoutes):
         method = request.method if request else "-"
         path = request.path if request else "-"
         host = request.headers.get("host") or "-" if request else "-"
-        account = _text(exchange.account)
-        bucket = _text(exchange.bucket)
-        access_log.info(
-            "%d access INF - %s %s %s %d %d %d %d - %s %s http %d put:%d get:%d del:%d "
-            "account:%s bucket:%s", self.pid, host, conn.peer, method, exchange.status, micros,
-            exchange.bytes_out, exchange.bytes_in, exchange.reqid or "-", path, ttfb, put,
-            get, delete, account, bucket)
-
-
-def _text(value):
-    if not value:
-        return "-"
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        self.access.write(accesslog.format_line(
+            self.pid, host, conn.peer, method, exchange.status, micros, exchange.bytes_out,
+            exchange.bytes_in, exchange.reqid, path, ttfb, put, get, delete,
+            exchange.account, exchange.bucket))
