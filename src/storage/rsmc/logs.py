@@ -2,7 +2,6 @@
 of a node with RSMC on, the access log file becomes ``PATH.1``, ``PATH.1`` becomes
 ``PATH.2``, ... up to ``rsmc_log_keep``; the oldest goes. A SIGHUP reload is not a
 start: the file goes on."""
-import logging
 import os
 
 
@@ -22,10 +21,9 @@ def _move(src, dst):
 
 
 def rotate_access_log(config):
-    """At a start with RSMC on and the access log in a file: rotate it, and have the
-    access logger's file handlers open the new file on their next line. Called by the
+    """At a start with RSMC on and the access log in a file: rotate it. Called by the
     master once it holds the node's locks (a second node must not rotate the first's
-    log)."""
+    log) and before it forks the workers, which open the file themselves."""
     path = config.access_log
     if not config.rsmc_host or path in ("-", "off"):
         return
@@ -35,6 +33,3 @@ def rotate_access_log(config):
     except FileNotFoundError:
         return
     rotate(path, config.rsmc_log_keep)
-    for handler in logging.getLogger("storage.access").handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.close()  # emit() reopens baseFilename: the new, empty file
