@@ -157,13 +157,15 @@ def test_put_moves_every_chunk_of_a_node_that_died(fresh):
     victim = node_of(fresh, both[0] + "/x")
     data = data_of(3 * MIB, 3)
     sent = []
+    stored_first = []
 
     def progress(n):
         sent.append(n)
         if len(sent) == 2:          # metachunk 1's only segment is queued
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while not committed(victim) and time.monotonic() < deadline:
                 time.sleep(0.01)    # its chunk of metachunk 0 is stored first
+            stored_first.append(bool(committed(victim)))
             victim.kill()
     problems = []
     desc = writer.put(io.BytesIO(data), nodes, path="o", content_id=cid, chunk_size=100_000,
@@ -171,7 +173,10 @@ def test_put_moves_every_chunk_of_a_node_that_died(fresh):
     assert len(desc["metachunks"]) == 3
     assert all(url(victim) not in mc for mc in holders(desc))
     assert all(len(set(mc)) == 9 for mc in holders(desc))
-    assert any(p.startswith("chunk 0.") and "stored on" in p for p in problems)
+    if stored_first == [True]:  # the usual case: moved after the fact
+        assert any(p.startswith("chunk 0.") and "stored on" in p for p in problems)
+    else:  # a host too loaded to store it within 30 s: cut mid-upload, regenerated
+        assert any(p.startswith("chunk 0.") and "regenerated on" in p for p in problems)
     assert reader.read_all(desc, verify=True) == data
 
 
