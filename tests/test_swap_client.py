@@ -614,3 +614,23 @@ def tls_cert(tmp_path_factory):
          "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
         check=True, capture_output=True)
     return str(cert_path), str(key_path)
+
+
+def test_an_unverified_stream_trusts_the_bytes(swap_node):
+    """verify=False: no MD5 on the client; a corrupt chunk is not caught then, and is
+    with the default."""
+    cid = chunk_id(3)
+    body = os.urandom(600000)
+    put_chunk(swap_node, cid, body)
+    with login(swap_node) as client:
+        pieces = []
+        assert client.get("chunks", cid, pieces.append, verify=False) == \
+            (len(body), hashlib.md5(body).hexdigest())
+        assert b"".join(pieces) == body
+        with open(swap_node.chunk_path(cid), "r+b") as f:
+            f.write(b"\xff\xfe")
+        bad = []
+        assert client.get("chunks", cid, bad.append, verify=False).size == len(body)
+        assert b"".join(bad) != body
+        with pytest.raises(ChecksumMismatch):
+            client.get("chunks", cid, lambda data: None)
