@@ -1,5 +1,6 @@
 import importlib
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -50,3 +51,17 @@ def beanstalkd_factory():
     from beanstalkutil import beanstalkd_servers
 
     yield from beanstalkd_servers()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 and localhost, made by the openssl
+    command once per test run: (cert path, key path) as str."""
+    where = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key_path), "-out", str(cert_path), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True)
+    return str(cert_path), str(key_path)

@@ -19,7 +19,6 @@ from storage.cli.swap import mtime_text, parse_address
 htdigest = test_swap_client.htdigest
 swap_factory = test_swap_client.swap_factory
 swap_node = test_swap_client.swap_node
-tls_cert = test_swap_client.tls_cert
 
 AUTH = ["-u", f"admin:{PASSWORD}"]
 

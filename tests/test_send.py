@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from nodeutil import CHUNK_HEADERS, chunk_id
+from nodeutil import chunk_id
 from proxyutil import Relay
 from storage.fast import load
 
@@ -160,7 +160,7 @@ def test_basic_auth_and_trailer(pair):
     assert trailers == {"castor-system-result": "201"}
 
 
-@pytest.mark.parametrize("user", [f"admin:wrong", "nobody:" + PASSWORD])
+@pytest.mark.parametrize("user", ["admin:wrong", "nobody:" + PASSWORD])
 def test_wrong_credentials_get_401_with_both_challenges(pair, user):
     a, b = pair
     cid = chunk_id(5)
@@ -373,7 +373,7 @@ def test_client_gone_mid_send_cancels_the_transfer(node_factory, htdigest):
         sent = relay.forwarded
         time.sleep(0.5)
         assert relay.forwarded - sent < 1 << 20  # A stopped sending (the relay drains)
-        wait_for(lambda: any(f" 499 " in l for l in b.access_lines(" 499 ")),
+        wait_for(lambda: any(" 499 " in l for l in b.access_lines(" 499 ")),
                  what="B to drop the upload")
         assert head(b, cid)[0] == 404
         assert not os.path.exists(b.chunk_path(cid))
@@ -486,14 +486,10 @@ def test_htdigest_is_checked_at_start_and_reread_on_sighup(node_factory, tmp_pat
     assert a.request("SEND", f"/{cid}?admin", headers=probe)[0] == 502
 
 
-def test_send_on_the_tls_port(node_factory, htdigest, tmp_path):
+def test_send_on_the_tls_port(node_factory, htdigest, tls_cert):
     import http.client
     import ssl
-    key, crt = tmp_path / "key.pem", tmp_path / "crt.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-keyout", str(key), "-out", str(crt), "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
-                   capture_output=True)
+    crt, key = tls_cert
     a = node_factory(sub="a", admin_htdigest=htdigest, tls_rawx_url="127.0.0.1:0",
                      tls_cert_file=crt, tls_key_file=key, keepalive_interval=0.2)
     b = node_factory(sub="b", namespace="DRNS")

@@ -14,17 +14,10 @@ import pytest
 from nodeutil import CHUNK_HEADERS, Node, chunk_id
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
+@pytest.fixture
+def cert(tls_cert):
     """A self-signed certificate for 127.0.0.1 and localhost: (cert, key) paths."""
-    where = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key_path), "-out", str(cert_path), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True)
-    return str(cert_path), str(key_path)
+    return tls_cert
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import hashlib
 import os
 import socket
 import ssl
-import subprocess
 import time
 import uuid
 
@@ -318,19 +317,8 @@ def test_peers_skip_authentication(node_factory, admin_file):
                                                 (bytes([10, 0, 0, 7]), 9123)])
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    path = tmp_path_factory.mktemp("swapcert")
-    key, crt = path / "key.pem", path / "crt.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-keyout", str(key), "-out", str(crt), "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
-                   capture_output=True)
-    return crt, key
-
-
-def test_tls_then_plaintext_after_authentication(node_factory, admin_file, cert):
-    crt, key = cert
+def test_tls_then_plaintext_after_authentication(node_factory, admin_file, tls_cert):
+    crt, key = tls_cert
     node = node_factory(sub="l", swap_listen="127.0.0.1:0", admin_htdigest=admin_file,
                         swap_tls="on", tls_cert_file=crt, tls_key_file=key)
     cid = chunk_id(640)

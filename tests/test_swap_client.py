@@ -602,20 +602,6 @@ def test_peers_skip_auth_and_are_listed(swap_factory):
         assert sorted(host for host, _ in client.peers()) == ["10.1.2.3", "127.0.0.1"]
 
 
-@pytest.fixture(scope="module")
-def tls_cert(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1: (cert, key) paths."""
-    import subprocess
-    where = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key_path), "-out", str(cert_path), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True)
-    return str(cert_path), str(key_path)
-
-
 def test_an_unverified_stream_trusts_the_bytes(swap_node):
     """verify=False: no MD5 on the client; a corrupt chunk is not caught then, and is
     with the default."""
