@@ -13,11 +13,9 @@ Only 127.0.0.1 is used; every loop is bounded in count and time.
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,7 +23,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
 from load_send import META, chunk_id, clear, fill  # noqa: E402
-from load_servers import NodeServer, free_port  # noqa: E402
+from load_servers import NodeServer, free_port, run_in_tmp  # noqa: E402
 from storage.rsmc.client import RsmcClient  # noqa: E402
 
 KIB = 1024
@@ -63,15 +61,14 @@ def main(argv=None):
         count, repeat = 200, 1
     if args.smoke:
         count, repeat = 10, 1
-    tmp = tempfile.mkdtemp(prefix="bench-rsmc-")
-    rsmc_port = free_port()
-    for name in ("a", "b"):
-        os.makedirs(os.path.join(tmp, name))
-    a = NodeServer(os.path.join(tmp, "a"), os.path.join(tmp, "a", "data"),
-                   extra_conf=[f"rsmc_listen 127.0.0.1:{rsmc_port}"])
-    b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"))
-    failed = False
-    try:
+
+    def run(tmp):
+        rsmc_port = free_port()
+        for name in ("a", "b"):
+            os.makedirs(os.path.join(tmp, name))
+        a = NodeServer(os.path.join(tmp, "a"), os.path.join(tmp, "a", "data"),
+                       extra_conf=[f"rsmc_listen 127.0.0.1:{rsmc_port}"])
+        b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"))
         with a, b:
             ids = [chunk_id(500000 + i) for i in range(count)]
             fill(b, ids, args.size * KIB)
@@ -89,12 +86,7 @@ def main(argv=None):
             print(f"{'RSMC RECEIVE':>14} {rsmc:>9.0f} {rsmc * mb:>7.1f}")
             print(f"{'curl GET|PUT':>14} {curl:>9.0f} {curl * mb:>7.1f}")
             print(f"{'ratio':>14} {rsmc / curl:>8.2f}x", flush=True)
-    except Exception as exc:
-        print(f"load_rsmc: failed: {exc!r}", file=sys.stderr)
-        failed = True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failed else 0
+    return run_in_tmp("load_rsmc", run)
 
 
 if __name__ == "__main__":

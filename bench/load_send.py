@@ -16,14 +16,11 @@
 Only 127.0.0.1 is used; every loop is bounded in count and time.
 """
 import argparse
-import hashlib
 import http.client
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -31,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
-from load_servers import NodeServer  # noqa: E402
+from load_servers import NodeServer, admin_htdigest, run_in_tmp  # noqa: E402
 from storage.send.client import SendClient  # noqa: E402
 
 MIB = 1 << 20
@@ -190,19 +187,15 @@ def main(argv=None):
         plan = [(MIB, 2), (8 * MIB, 1)]
     else:
         plan = [(MIB, 10 if args.quick else 64), (64 * MIB, 1 if args.quick else 4)]
-    tmp = tempfile.mkdtemp(prefix="bench-send-")
-    digest = os.path.join(tmp, "admin.htdigest")
-    ha1 = hashlib.md5(f"admin:CAStor administrator:{PASSWORD}".encode()).hexdigest()
-    with open(digest, "w") as f:
-        f.write(f"admin:CAStor administrator:{ha1}\n")
-    for name in ("a", "b"):
-        os.makedirs(os.path.join(tmp, name))
-    a = NodeServer(os.path.join(tmp, "a"), os.path.join(tmp, "a", "data"),
-                   extra_conf=[f"admin_htdigest {digest}"])
-    b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
-                   extra_conf=["namespace DRNS"])
-    failed = False
-    try:
+
+    def run(tmp):
+        digest = admin_htdigest(tmp, PASSWORD)
+        for name in ("a", "b"):
+            os.makedirs(os.path.join(tmp, name))
+        a = NodeServer(os.path.join(tmp, "a"), os.path.join(tmp, "a", "data"),
+                       extra_conf=[f"admin_htdigest {digest}"])
+        b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
+                       extra_conf=["namespace DRNS"])
         with a, b:
             print("SEND vs curl GET | curl PUT (A -> B, one chunk after the other)")
             print(f"{'chunk':>8} {'count':>6} {'SEND MB/s':>10} {'curl MB/s':>10} {'ratio':>6}")
@@ -213,12 +206,7 @@ def main(argv=None):
             size = MIB if args.smoke else 8 * MIB if args.quick else 64 * MIB
             seconds = 0.2 if args.smoke else 1.0 if args.quick else 3.0
             latency_table(a, b, size, 10, seconds)
-    except Exception as exc:
-        print(f"load_send: failed: {exc!r}", file=sys.stderr)
-        failed = True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failed else 0
+    return run_in_tmp("load_send", run)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ config) and runs Debian's nginx in the foreground; `NodeServer` runs our
 the process group they started (SIGTERM, then SIGKILL after a grace period).
 """
 
+import hashlib
 import os
 import re
 import select
@@ -14,6 +15,8 @@ import signal
 import socket
 import string
 import subprocess
+import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -308,3 +311,27 @@ def memory_kib(pid):
     if len(vals) < 2:
         return None
     return vals[b"VmRSS"], vals[b"VmHWM"]
+
+
+def admin_htdigest(directory, password, user="admin"):
+    """Write an htdigest file giving ``user`` admin rights on a node (realm CAStor
+    administrator); -> its path, for the node's admin_htdigest directive."""
+    path = os.path.join(directory, "admin.htdigest")
+    ha1 = hashlib.md5(f"{user}:CAStor administrator:{password}".encode()).hexdigest()
+    with open(path, "w") as f:
+        f.write(f"{user}:CAStor administrator:{ha1}\n")
+    return path
+
+
+def run_in_tmp(name, body):
+    """``body(tmp)`` in a fresh temp dir, removed afterwards: the exit status of a
+    benchmark script (0, or 1 with one line on stderr when it raised)."""
+    tmp = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    try:
+        body(tmp)
+    except Exception as exc:
+        print(f"{name}: failed: {exc!r}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0

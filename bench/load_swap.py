@@ -16,10 +16,8 @@ import argparse
 import hashlib
 import http.client
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,7 +25,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
 from load_send import PASSWORD, chunk_id, fill  # noqa: E402
-from load_servers import NodeServer, free_port  # noqa: E402
+from load_servers import NodeServer, admin_htdigest, free_port, run_in_tmp  # noqa: E402
 from storage.swap.client import SwapClient  # noqa: E402
 
 MIB = 1 << 20
@@ -105,17 +103,13 @@ def main(argv=None):
         count, repeat, big = 2000, 2, 8 * MIB
     if args.smoke:
         count, repeat, big = 50, 1, MIB
-    tmp = tempfile.mkdtemp(prefix="bench-swap-")
-    digest = os.path.join(tmp, "admin.htdigest")
-    ha1 = hashlib.md5(f"admin:CAStor administrator:{PASSWORD}".encode()).hexdigest()
-    with open(digest, "w") as f:
-        f.write(f"admin:CAStor administrator:{ha1}\n")
-    swap_port = free_port()
-    node = NodeServer(tmp, os.path.join(tmp, "data"),
-                      extra_conf=[f"admin_htdigest {digest}",
-                                  f"swap_listen 127.0.0.1:{swap_port}"])
-    failed = False
-    try:
+
+    def run(tmp):
+        digest = admin_htdigest(tmp, PASSWORD)
+        swap_port = free_port()
+        node = NodeServer(tmp, os.path.join(tmp, "data"),
+                          extra_conf=[f"admin_htdigest {digest}",
+                                      f"swap_listen 127.0.0.1:{swap_port}"])
         with node:
             ids = [chunk_id(700000 + i) for i in range(count)]
             fill(node, ids, 4096)
@@ -144,12 +138,7 @@ def main(argv=None):
             print(f"  HTTP GET + md5 check        {med['http+md5']:8.0f}")
             print(f"  SWAP stream, md5 checked    {med['swap']:8.0f}  "
                   f"{med['swap'] / med['http+md5']:.2f}x HTTP GET + md5", flush=True)
-    except Exception as exc:
-        print(f"load_swap: failed: {exc!r}", file=sys.stderr)
-        failed = True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failed else 0
+    return run_in_tmp("load_swap", run)
 
 
 if __name__ == "__main__":
