@@ -6,8 +6,6 @@ differential test between the two implementations, and a smoke run of the fuzz
 target.
 """
 import array
-import importlib.util
-import pathlib
 import random
 
 import pytest
@@ -15,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import import_twin, twin_params
+from fuzzutil import load_fuzz_target
 
 TWINS = twin_params("chunked")
 PIPELINED = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
-FUZZ_PATH = pathlib.Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_chunked.py"
 
 
 def splits(data, seed=0):
@@ -382,14 +380,7 @@ def test_arbitrary_bytes_only_raise_chunked_error(modname, data, points, small):
 
 # -- differential -------------------------------------------------------------
 
-def load_fuzz_target():
-    spec = importlib.util.spec_from_file_location("fuzz_chunked", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FUZZ = load_fuzz_target()
+FUZZ = load_fuzz_target("fuzz_chunked")
 NASTY = b"\r\n;=\" \t:0aF-x\\\x00\xff"
 
 

@@ -1,26 +1,17 @@
 """Smoke runs of fuzz/fuzz_auth.py (the Authorization parser and the admin check) over
 hypothesis inputs, without atheris."""
 import base64
-import importlib.util
-import pathlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage import auth
-
-FUZZ_PATH = pathlib.Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_auth.py"
-
-
-def load_fuzz_target():
-    spec = importlib.util.spec_from_file_location("fuzz_auth", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from fuzzutil import load_fuzz_target
 
 
-FUZZ = load_fuzz_target()
+
+FUZZ = load_fuzz_target("fuzz_auth")
 
 DIGEST = (b'nonce="abc", response="0123", qop=auth, nc=00000001, cnonce="c\\"d", '
           b'algorithm=MD5, opaque=xyz')

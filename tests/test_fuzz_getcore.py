@@ -1,23 +1,14 @@
 """Smoke runs of fuzz/fuzz_getcore.py (the compiled GET path against its twin and the
 Python path's Range reader) over hypothesis inputs, without atheris."""
-import importlib.util
-import pathlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-FUZZ_PATH = pathlib.Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_getcore.py"
-
-
-def load_fuzz_target():
-    spec = importlib.util.spec_from_file_location("fuzz_getcore", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from fuzzutil import load_fuzz_target
 
 
-FUZZ = load_fuzz_target()
+
+FUZZ = load_fuzz_target("fuzz_getcore")
 CID = FUZZ.IDS[0].encode()
 
 

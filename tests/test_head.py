@@ -1,6 +1,4 @@
 """storage.http.head: strict sans-I/O parsing of HTTP/1.x request heads."""
-import importlib.util
-import pathlib
 import random
 
 import pytest
@@ -10,8 +8,8 @@ from hypothesis import strategies as st
 from conftest import import_twin, twin_params
 
 from storage.http import head as selected
+from fuzzutil import load_fuzz_target
 
-FUZZ_PATH = pathlib.Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_head.py"
 
 
 def head(*lines):
@@ -429,14 +427,7 @@ def mutate(rng, data):
 
 # -- the fuzz target -----------------------------------------------------------------
 
-def load_fuzz_target():
-    spec = importlib.util.spec_from_file_location("fuzz_head", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FUZZ = load_fuzz_target()
+FUZZ = load_fuzz_target("fuzz_head")
 
 
 def test_head_module_re_exports_one_twin():

@@ -1,16 +1,14 @@
 """storage.rsmc.parser: whole, byte by byte and split at random points; every refusal
 (400, 413, 501); hypothesis round trips; the fuzz target smoke-run."""
-import importlib.util
-import pathlib
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzutil import load_fuzz_target
 from storage.rsmc.parser import Request, RequestParser, RsmcError
 
-FUZZ_PATH = pathlib.Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_rsmc.py"
 
 
 def feed_all(data, pieces="whole", seed=0, **limits):
@@ -137,17 +135,10 @@ def test_any_bytes_give_requests_or_one_error(data):
             assert isinstance(event, Request)
 
 
-def load_fuzz_target():
-    spec = importlib.util.spec_from_file_location("fuzz_rsmc", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+FUZZ = load_fuzz_target("fuzz_rsmc")
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_target_smoke(data):
-    fuzz = load_fuzz_target() if not hasattr(test_fuzz_target_smoke, "fuzz") else \
-        test_fuzz_target_smoke.fuzz
-    test_fuzz_target_smoke.fuzz = fuzz
-    fuzz.TestOneInput(data)
+    FUZZ.TestOneInput(data)

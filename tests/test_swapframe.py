@@ -6,8 +6,6 @@ gives the same ProtocolError (same message) from both twins, whatever the split;
 the writer's limits; payload views; a differential test on random and mutated
 bytes; a smoke run of the fuzz target.
 """
-import importlib.util
-import pathlib
 import random
 import re
 import uuid
@@ -18,9 +16,9 @@ from hypothesis import strategies as st
 
 from conftest import import_twin, twin_params
 from storage.swap.messages import FIELDS, RECORDS, SEGMENTS, MessageType, typed
+from fuzzutil import load_fuzz_target
 
 TWINS = twin_params("swapframe")
-FUZZ_PATH = pathlib.Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_swapframe.py"
 U = uuid.UUID("0123456789abcdef0011223344556677")
 V = uuid.UUID("fedcba98-7654-3210-8000-000000000001")
 T = MessageType
@@ -638,14 +636,7 @@ def test_differential_mutated_frames(msgs, seed):
 
 # -- fuzz target ---------------------------------------------------------------------
 
-def load_fuzz_target():
-    spec = importlib.util.spec_from_file_location("fuzz_swapframe", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FUZZ = load_fuzz_target()
+FUZZ = load_fuzz_target("fuzz_swapframe")
 
 
 def test_fuzz_target_imports_without_atheris():
