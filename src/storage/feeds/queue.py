@@ -130,8 +130,9 @@ class FeedQueue:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(_RECORD, [(c, f, o, now, now, b) for c, f, o, b in rows])
-                db.executemany("DELETE FROM queue WHERE chunk_id = ? AND feed = ? "
-                               "AND state = 1", forget_done)
+                if forget_done:
+                    db.executemany("DELETE FROM queue WHERE chunk_id = ? AND feed = ? "
+                                   "AND state = 1", forget_done)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
