@@ -1,6 +1,8 @@
 """Processes: a master that binds, forks one worker per core and supervises them; each
 worker runs an event loop over its own SO_REUSEPORT listening socket (and its own TLS
-socket when ``tls_rawx_url`` is set).
+socket when ``tls_rawx_url`` is set). With ``feeds_config``, the master also forks the
+feeds delivery process (``storage.feeds.deliver``), supervised and reloaded like a
+worker.
 
 Signals: SIGTERM stops accepting, lets in-flight requests finish (bounded by
 ``shutdown_timeout``) and exits 0; SIGINT does the same with a short grace.
