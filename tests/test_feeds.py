@@ -307,6 +307,8 @@ def test_a_feed_removed_by_a_reload_drops_its_rows(node_factory, tmp_path):
     wait_delivery_pid(node, old=old_pid)
     assert wait_for(lambda: "feed 1 is no longer defined: 1 queued rows dropped"
                     in node.stderr_path.read_text())
+    # the old workers answer with the old feeds until they are gone
+    assert wait_for(lambda: "reload complete" in node.stderr_path.read_text())
     assert "feed.1.pending" not in stat(node)
 
 
