@@ -53,6 +53,7 @@ CHECKPOINT_EVERY = 1.0  # seconds between two WAL checkpoints
 STILL_HERE_GRACE = 300.0  # seconds a recorded delete may wait for its unlink
 LOG_EVERY = 30.0  # seconds between two warnings of one failing feed
 LOCK_NAME = "feeds.lock"
+NICE = 10  # the delivery yields the CPU to the request loops when both want it
 
 
 def backoff(failures, cap, rng=random):
@@ -405,6 +406,10 @@ def run_process(config):
     """The delivery process's body (after the master's fork); never returns."""
     code = 0
     try:
+        try:
+            os.nice(NICE)
+        except OSError:
+            pass
         Deliverer(config).run()
     except BaseException:
         log.exception("feeds delivery process crashed")
