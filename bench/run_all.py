@@ -5,7 +5,9 @@
 3. bench/load_send.py: SEND between two local nodes vs curl GET | curl PUT;
 4. bench/load_rsmc.py: RSMC RECEIVE of many chunks vs curl GET | curl PUT;
 5. bench/load_swap.py: SWAP stat and stream vs HTTP HEAD and GET on the same node;
-6. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
+6. bench/load_feeds.py: PUT 1 MiB with three feeds vs none, and a replication feed's
+   drain rate vs curl GET | curl PUT;
+7. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
    test functions), if any, with --benchmark-enable.
 
 Each step runs in its own process; a failing step does not stop the next one.
@@ -55,6 +57,8 @@ def steps(args, out_dir=None):
     out.append(("load_rsmc", [py, rsmc] + (["--quick"] if args.quick else [])))
     swap_bench = os.path.join(HERE, "load_swap.py")
     out.append(("load_swap", [py, swap_bench] + (["--quick"] if args.quick else [])))
+    feeds_bench = os.path.join(HERE, "load_feeds.py")
+    out.append(("load_feeds", [py, feeds_bench] + (["--quick"] if args.quick else [])))
     micro = micro_files()
     if micro and not args.skip_micro:
         out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -62,8 +62,8 @@ def test_oio_rawx_directives_load_without_a_warning(caplog, name):
     assert [w for w in got if "deprecated" not in w] == []
 
 
-def test_kafka_settings_and_the_nodes_other_services_load_quietly(caplog):
-    text = BASE + "kafka_acks all\nkafka_linger.ms 5\nfeeds_config /x\n"
+def test_kafka_settings_load_quietly(caplog):
+    text = BASE + "kafka_acks all\nkafka_linger.ms 5\n"
     assert warnings(caplog, text) == []
 
 

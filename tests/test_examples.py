@@ -1,5 +1,6 @@
 """The sample files in etc/: the commented configuration names every directive the node
-reads with a valid value, and the nodes file is what ``storage-node ec`` reads."""
+reads with a valid value (the feeds file it names included), and the nodes file is
+what ``storage-node ec`` reads."""
 import argparse
 import logging
 import pathlib
@@ -24,7 +25,9 @@ def test_rawx_example_shows_every_directive_with_a_valid_value(caplog, tmp_path)
     # the admin file the example names is read at load: give it one that exists
     admin = tmp_path / "admin.htdigest"
     admin.write_text("admin:CAStor administrator:" + "0" * 32 + "\n")
-    lines = [re.sub(r"^# admin_htdigest .*", f"# admin_htdigest {admin}", line)
+    feeds = ETC / "feeds.toml.example"  # the feeds file too
+    lines = [re.sub(r"^# feeds_config .*", f"# feeds_config {feeds}",
+                    re.sub(r"^# admin_htdigest .*", f"# admin_htdigest {admin}", line))
              for line in (ETC / "rawx.conf.example").read_text().splitlines()]
     shown = {m.group(1) for m in map(COMMENTED.match, lines) if m}
     active = {line.split()[0] for line in lines if line and not line.startswith("#")}
@@ -37,6 +40,8 @@ def test_rawx_example_shows_every_directive_with_a_valid_value(caplog, tmp_path)
         config = configmod.parse_text(uncommented, "rawx.conf.example")
     assert caplog.records == []
     assert config.tls_enabled and config.event_agent and config.service_id == "OPENIO-rawx-1"
+    assert [(f.id, f.type) for f in config.feeds] == [
+        (1, "replication"), (2, "s3backup"), (3, "indexing")]
 
 
 def test_nodes_example_gives_nine_distinct_nodes_or_more():

@@ -522,6 +522,7 @@ DECLINED_HEADS = {
     "suffix zero": get(extra="Range: bytes=-0\r\n"),
     "huge number": get(extra="Range: bytes=1234567890123456789-\r\n"),
     "check hash": get(method="HEAD", extra="X-oio-check-hash: true\r\n"),
+    "verbose head": get(method="HEAD", path="/" + CID + "?verbose"),  # feed status
     "bad head": f"GET /{CID} HTTP/1.1\r\nHost: {HOST}\r\n folded\r\n\r\n",
     "bad version": f"GET /{CID} HTTP/2.0\r\nHost: {HOST}\r\n\r\n",
 }

@@ -590,8 +590,8 @@ cdef class GetCore:
         host = headers.get("host", "")
         if host and host not in self.hosts and host.rpartition(":")[2] not in self.ports:
             return _DECLINED  # 418: the Python path's
-        if head_only and "x-oio-check-hash" in headers:
-            return _DECLINED
+        if head_only and ("x-oio-check-hash" in headers or req.query):
+            return _DECLINED  # hashing, or ?verbose (feed status): the Python path's
         # the chunk id: the path without its leading slashes, 24 to 64 ASCII hex
         path = req.path
         plen = len(path)

@@ -57,8 +57,8 @@ OIO_RAWX_DIRECTIVES = frozenset({
     "grid_fadvise_upload", "grid_fadvise_download",
 })
 OIO_RAWX_PREFIXES = ("kafka_",)
-# Ours, read by parts of the node not built yet (feeds): not this parser's.
-OTHER_NODE_DIRECTIVES = frozenset({"feeds_config"})  # read by parts not built yet
+# Ours, read by other parts of the node: not this parser's (none today).
+OTHER_NODE_DIRECTIVES = frozenset()
 
 # Python's int()/float() also take "1_000", non-ASCII digits and "inf": a config file
 # means plain decimal numbers.
@@ -130,6 +130,10 @@ class Config:
     swap_tls: bool = False
     swap_peers: str = ""
     swap_files_dir: str = ""
+    # Feeds (spec send.md, pinned): the TOML file of feed definitions ("" = no feeds)
+    # and what it defines, read at start and on every SIGHUP (storage.feeds.config).
+    feeds_config: str = ""
+    feeds: tuple = ()
 
     @property
     def listen(self):
@@ -263,6 +267,7 @@ _DIRECTIVES = {
     "swap_tls": ("swap_tls", _bool),
     "swap_peers": ("swap_peers", lambda n, v: _swap_peers(n, v)),
     "swap_files_dir": ("swap_files_dir", lambda n, v: v),
+    "feeds_config": ("feeds_config", lambda n, v: v),
 }
 
 
@@ -421,6 +426,12 @@ def build(values):
             if not values.get(directive):
                 raise ConfigError(f"{directive}: swap_tls on needs tls_cert_file and "
                                   "tls_key_file")
+    feeds_path = values.get("feeds_config")
+    if feeds_path:
+        if not os.path.isabs(feeds_path):
+            raise ConfigError(f"feeds_config: must be an absolute path, got {feeds_path!r}")
+        from storage.feeds import config as feeds_config  # imports this module
+        values["feeds"] = feeds_config.load(feeds_path)
     access = values.get("access_log", "-")
     if access not in ("-", "off") and not os.path.isabs(access):
         raise ConfigError(f"access_log: must be -, off or an absolute path, got {access!r}")

@@ -1,6 +1,8 @@
 """Processes: a master that binds, forks one worker per core and supervises them; each
 worker runs an event loop over its own SO_REUSEPORT listening socket (and its own TLS
-socket when ``tls_rawx_url`` is set).
+socket when ``tls_rawx_url`` is set). With ``feeds_config``, the master also forks the
+feeds delivery process (``storage.feeds.deliver``), supervised and reloaded like a
+worker.
 
 Signals: SIGTERM stops accepting, lets in-flight requests finish (bounded by
 ``shutdown_timeout``) and exits 0; SIGINT does the same with a short grace. SIGUSR1
@@ -28,7 +30,7 @@ import socket
 import sys
 import time
 
-from storage import accesslog, auth, events, instance, volume
+from storage import accesslog, auth, events, feeds, instance, volume
 from storage import config as configmod
 from storage.http import lane, tls
 from storage.http.connection import Connection
@@ -50,6 +52,7 @@ SIGINT_GRACE = 1.0
 MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
                   signal.SIGUSR1}
 INHERIT_ENV = "STORAGE_NODE_INHERIT"  # sockets and old workers handed over on SIGHUP
+DELIVERY = -1  # the children table's index of the feeds delivery process
 READY_TIMEOUT = 30.0  # seconds new workers get to come up before a reload gives up
 
 
@@ -116,16 +119,17 @@ class Worker:
                            config.fsync_dir, config.fallocate)
         self.events = events.from_config(config)  # after fork: it owns a thread
         self.access = accesslog.AccessLog.from_config(config)  # None: access_log off
+        self.feeds = feeds.from_config(config)  # after fork: its own queue connection
         self.app = RawxApp(config, repo, self.stats, volume=self.probe, events=self.events,
-                           admin=admin, access=self.access)
+                           admin=admin, access=self.access, feeds=self.feeds)
         self.listeners = [Listener(sock, self)]
         if tls_sock is not None:
             self.listeners.append(Listener(tls_sock, self, tls_context))
         if rsmc_sock is not None:
-            self.rsmc = rsmc_service(config, repo, self.events, admin)
+            self.rsmc = rsmc_service(config, repo, self.events, admin, self.feeds)
             self.listeners.append(Listener(rsmc_sock, self, accept=self.accepted_rsmc))
         if swap_sock is not None:
-            self.swap = swap_service(config, repo, self.events, admin)
+            self.swap = swap_service(config, repo, self.events, admin, self.feeds)
             self.listeners.append(Listener(swap_sock, self, accept=self.accepted_swap))
         self.ready_fd = ready_fd
         self.lane = None  # keep-alive connections the compiled path serves alone
@@ -199,6 +203,8 @@ class Worker:
                 self.transfers.close()
                 if self.events is not None:
                     self.events.close(1.0)
+                if self.feeds is not None:
+                    self.feeds.close()
                 self.loop.stop()
                 return
         self.loop.call_later(0.1 if self.stopping else 0.25, self._tick)
@@ -240,23 +246,37 @@ class Worker:
         self.loop.close()
 
 
-def rsmc_service(config, repo, events, admin):
+def rsmc_service(config, repo, events, admin, feeds=None):
     """What a worker's RSMC connections share (spec rsmc.md)."""
     log_path = config.access_log if config.access_log not in ("-", "off") else None
     node = RsmcNode(config, repo, events, parse_peers(config.rsmc_peers), log_path,
-                    config.rsmc_log_keep, config.send_timeout)
+                    config.rsmc_log_keep, config.send_timeout, feeds=feeds)
     return RsmcService(node, admin, not config.rsmc_on_loopback,
                        f"storage-node {config.service_id or config.listen}")
 
 
-def swap_service(config, repo, events, admin):
+def swap_service(config, repo, events, admin, feeds=None):
     """What a worker's SWAP sessions share (spec swap.md)."""
     context = None
     if config.swap_tls:
         context = tls.server_context(config.tls_cert_file, config.tls_key_file)
     return SwapService(config, swap_groups.make_groups(config, repo),
                        swap_groups.partition_uuid(config),
-                       parse_swap_peers(config.swap_peers), admin, context, events)
+                       parse_swap_peers(config.swap_peers), admin, context, events,
+                       feeds=feeds)
+
+
+def prepare_feeds_queue(config):
+    """Create the feeds queue (schema, WAL mode) before the workers open it; a volume
+    where it cannot live stops the node at start (VolumeError)."""
+    try:
+        feeds.FeedQueue(config.docroot, durable=config.fsync).close()
+    except Exception as exc:  # sqlite3.Error, OSError
+        raise volume.VolumeError(f"feeds queue on {config.docroot}: {exc}") from None
+    for feed in config.feeds:
+        if feed.kind == "s3backup":
+            log.warning("feed %d (s3backup): delivery not built yet; chunks are queued",
+                        feed.id)
 
 
 def _die_with_parent():
@@ -392,6 +412,8 @@ class Master:
                 log.error("cannot rotate the access log %s: %s", config.access_log,
                           exc.strerror)
         volume.prepare(config)
+        if config.feeds_config:
+            prepare_feeds_queue(config)
         if config.tls_enabled:
             self.tls_context = tls.server_context(config.tls_cert_file, config.tls_key_file)
         self.old_workers = set(inherited.get("old", ()))
@@ -458,6 +480,25 @@ class Master:
                 os._exit(code)
         self.children[pid] = index
 
+    def _spawn_delivery(self):
+        """Fork the feeds delivery process (storage.feeds.deliver)."""
+        pid = os.fork()
+        if pid == 0:
+            self.children.clear()
+            try:
+                _die_with_parent()
+                self.locks.close_in_child()
+                os.close(self._ready_r)
+                os.close(self._ready_w)
+                for sock in self.socks + self.tls_socks + self._admin_socks():
+                    sock.close()
+            except BaseException:
+                log.exception("feeds delivery process: setup failed")
+                os._exit(1)
+            from storage.feeds import deliver
+            deliver.run_process(self.config)  # never returns
+        self.children[pid] = DELIVERY
+
     def _stop(self, signum):
         if self.stop_signal is None:
             self.stop_signal = signum
@@ -486,7 +527,8 @@ class Master:
             index = self.children.pop(pid, None)
             if index is None or self.stop_signal is not None:
                 continue
-            log.error("worker %d (pid %d) exited with status %d; restarting", index, pid,
+            what = "the feeds delivery process" if index == DELIVERY else f"worker {index}"
+            log.error("%s (pid %d) exited with status %d; restarting", what, pid,
                       os.waitstatus_to_exitcode(status))
             now = time.monotonic()
             recent_deaths[:] = [t for t in recent_deaths if now - t < 10] + [now]
@@ -495,7 +537,10 @@ class Master:
                 self.exit_code = 1
                 self._stop(signal.SIGTERM)
                 continue
-            self._spawn(index)
+            if index == DELIVERY:
+                self._spawn_delivery()
+            else:
+                self._spawn(index)
 
     def _check_ready(self):
         """During a reload: once every new worker serves, stop the old ones."""
@@ -572,6 +617,8 @@ class Master:
         self._ready_r, self._ready_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         for index in range(len(self.socks)):
             self._spawn(index)
+        if self.config.feeds_config:  # even with no feed: it drops the rows of old ones
+            self._spawn_delivery()
         self._awaiting_ready = len(self.socks)
         self._handoff_deadline = time.monotonic() + READY_TIMEOUT
         tls_text = f" and https://{self.config.tls_listen}" if self.tls_socks else ""

@@ -146,8 +146,8 @@ class GetCore:
         host = headers.get("host", "")
         if host and host not in self.hosts and host.rpartition(":")[2] not in self.ports:
             return DECLINED
-        if head_only and "x-oio-check-hash" in headers:
-            return DECLINED
+        if head_only and ("x-oio-check-hash" in headers or req.query):
+            return DECLINED  # hashing, or ?verbose (feed status): the Python path's
         path = req.path
         if len(path) > 200:
             return DECLINED

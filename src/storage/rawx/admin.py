@@ -91,14 +91,15 @@ class AdminRoutes:
         self.repo.link(chunk_id, dst_id)
         self.repo.set_attrs(dst_id, {chunkmeta.XATTR_FULLPATH + dst_id:
                                      fullpath.raw.encode("latin-1")})
-        if self.events is not None:
+        if self.events is not None or self.feeds is not None:
             reader = self.repo.reader(dst_id)
             try:
                 stored = chunkmeta.StoredMeta(dst_id, reader.read_attrs())
             finally:
                 reader.close()
-            self.events.emit("storage.chunk.new", exchange.reqid,
-                             stored.event_data(self.config.listen, self.config.service_id))
+            refusal = self.stored_new(stored, exchange.reqid)  # feeds, then the event
+            if refusal is not None:
+                return refusal
         return Reply(201)
 
     # ---- GET /update/{ID} (legacy) ---------------------------------------------------

@@ -15,6 +15,7 @@ from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotF
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
                             VolumeUnavailable)
 from storage.fast import load
+from storage.feeds import QueueError
 from storage.http.reply import SMALL_FILE, BlockingReply, FileBody, Reply, StreamBody
 from storage.http.response import encode_fields, last_modified
 from storage.rawx import compress
@@ -163,7 +164,9 @@ class Upload:
                           self.meta.chunk_id, exc)
         headers = [("X-Oio-Chunk-Meta-Chunk-Hash", self.meta.chunk_hash),
                    ("X-Oio-Chunk-Meta-Chunk-Size", self.meta.chunk_size)]
-        self.app.chunk_created(self.meta, self.exchange)
+        refusal = self.app.chunk_created(self.meta, self.exchange)
+        if refusal is not None:
+            return refusal
         return Reply(201, headers)
 
     def fail(self, exc):
@@ -207,12 +210,13 @@ class CompressedUpload(Upload):
 
 class RawxApp(AdminRoutes, SendRoutes):
     def __init__(self, config, repo, stats, volume=None, events=None, admin=None,
-                 access=None):
+                 access=None, feeds=None):
         self.config = config
         self.repo = repo
         self.stats = stats
         self.volume = volume  # liveness probe state, or None
         self.events = events
+        self.feeds = feeds  # storage.feeds.FeedRecorder, None without feeds
         self.admin = admin  # storage.auth.AdminAuth, None without admin_htdigest
         self.access = access  # storage.accesslog.AccessLog, None for access_log off
         hosts = {config.listen}
@@ -447,10 +451,19 @@ class RawxApp(AdminRoutes, SendRoutes):
 
     def _chunk_head(self, chunk_id, request, exchange):
         reader, stored, fields = self._open(chunk_id, exchange)
+        verbose = self.feeds is not None and _verbose(request.query)
         if request.headers.get("x-oio-check-hash", "").lower() == "true":
             # hashing a whole chunk is blocking work: an I/O thread's, not the loop's
-            return BlockingReply(lambda: self._head(reader, stored, fields, request, True))
-        return self._head(reader, stored, fields, request, False)
+            return BlockingReply(lambda: self._with_feeds(
+                self._head(reader, stored, fields, request, True), stored, verbose))
+        return self._with_feeds(self._head(reader, stored, fields, request, False), stored,
+                                verbose)
+
+    def _with_feeds(self, reply, stored, verbose):
+        """A verbose HEAD's 200 with the chunk's Feed-<id>-Status headers."""
+        if verbose and reply.status == 200:
+            reply.headers = list(reply.headers) + self.feeds.status_headers(stored)
+        return reply
 
     def _head(self, reader, stored, fields, request, check_hash):
         try:
@@ -488,6 +501,15 @@ class RawxApp(AdminRoutes, SendRoutes):
     def _chunk_del(self, chunk_id, request, exchange):
         reader, stored, _ = self._open(chunk_id, exchange)
         reader.close()
+        if self.feeds is not None:
+            # before the unlink: a node killed right after it still owes the delete
+            # (delivery waits until the chunk is really gone here)
+            try:
+                self.feeds.record_deleted(stored, exchange.reqid)
+            except QueueError as exc:
+                log.error("DELETE %s refused: %s", chunk_id, exc)
+                return Reply(503, body=b"cannot queue the delete for the feeds\n",
+                             reason="feeds queue unavailable")
         own = chunkmeta.XATTR_FULLPATH + chunk_id if self.config.shallow_copy else None
         self.repo.delete(chunk_id, own_attr=own)
         if self.events is not None:
@@ -496,10 +518,34 @@ class RawxApp(AdminRoutes, SendRoutes):
         return Reply(204)
 
     def chunk_created(self, put_meta, exchange):
+        """A chunk was just stored (PUT): its event, and its rows in the feeds queue,
+        before the 201 goes out. -> None, or the 503 to answer when the queue could
+        not take it (the chunk is removed again: a 201 is never sent for a chunk the
+        feeds would miss)."""
+        if self.events is None and self.feeds is None:
+            return None
+        stored = chunkmeta.StoredMeta(put_meta.chunk_id, put_meta.xattrs())
+        return self.stored_new(stored, exchange.reqid)
+
+    def stored_new(self, stored, reqid):
+        """Feeds and event of a new chunk (``stored``: its StoredMeta): see
+        chunk_created; COPY shares it."""
+        if self.feeds is not None:
+            try:
+                self.feeds.record_new(stored, reqid)
+            except QueueError as exc:
+                log.error("%s not stored: %s", stored.chunk_id, exc)
+                try:
+                    self.repo.delete(stored.chunk_id,
+                                     own_attr=chunkmeta.XATTR_FULLPATH + stored.chunk_id)
+                except StorageError as exc2:
+                    log.error("cannot remove %s again: %s", stored.chunk_id, exc2)
+                return Reply(503, body=b"cannot queue the chunk for the feeds\n",
+                             reason="feeds queue unavailable")
         if self.events is not None:
-            stored = chunkmeta.StoredMeta(put_meta.chunk_id, put_meta.xattrs())
-            self.events.emit("storage.chunk.new", exchange.reqid,
+            self.events.emit("storage.chunk.new", reqid,
                              stored.event_data(self.config.listen, self.config.service_id))
+        return None
 
     # ---- service routes ------------------------------------------------------------
     def _unavailable(self):
@@ -559,6 +605,8 @@ class RawxApp(AdminRoutes, SendRoutes):
         lines.append(f"config volume {self.config.docroot}")
         lines.append(f"config service_id {self.config.service_id}")
         lines += [f"gauge {name} {value}" for name, value in self._gauges(totals).items()]
+        if self.feeds is not None:
+            lines += self.feeds.stat_lines()
         return Reply(200, [("Content-Type", "text/plain")],
                      body=("\n".join(lines) + "\n").encode())
 
@@ -576,7 +624,8 @@ class RawxApp(AdminRoutes, SendRoutes):
 
     def _stat_prometheus(self):
         totals = self.stats.shared.totals()
-        text = metrics.render(totals, self._gauges(totals), self.config)
+        text = metrics.render(totals, self._gauges(totals), self.config,
+                              self.feeds.counts() if self.feeds is not None else ())
         return Reply(200, [("Content-Type", metrics.CONTENT_TYPE)], body=text.encode())
 
     # ---- accounting ----------------------------------------------------------------
@@ -603,3 +652,12 @@ class RawxApp(AdminRoutes, SendRoutes):
             self.pid, host, conn.peer, method, exchange.status, micros, exchange.bytes_out,
             exchange.bytes_in, exchange.reqid, path, ttfb, put, get, delete,
             exchange.account, exchange.bucket))
+
+
+def _verbose(query):
+    """Whether a query string asks for ``verbose`` (``verbose``, ``verbose=1``...)."""
+    for arg in query.split("&") if query else ():
+        name, _, value = arg.partition("=")
+        if name.lower() == "verbose":
+            return value.lower() not in ("0", "false", "no")
+    return False

@@ -72,9 +72,39 @@ def own_lines(gauges, labels):
     return out
 
 
-def render(totals, gauges, config):
+# feeds: (name, type, help, index in a (pending, done, errors, state) counts row)
+FEED_METRICS = (
+    ("storage_node_feed_pending", "gauge", "Chunks queued for the feed, not delivered yet.",
+     0),
+    ("storage_node_feed_done_total", "counter", "Deliveries the feed completed.", 1),
+    ("storage_node_feed_errors_total", "counter", "Failed delivery attempts of the feed.",
+     2),
+)
+FEED_STATES = ("ok", "retrying", "blocked")
+
+
+def feed_lines(feeds, labels):
+    """The feeds' metrics, labelled ``feed``: ``feeds`` is [(id, pending, done, errors,
+    state)]; the state is one sample per state name, 1 for the current one."""
+    if not feeds:
+        return []
+    out = []
+    for name, kind, text, index in FEED_METRICS:
+        out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        out += [f'{name}{{{labels},feed="{row[0]}"}} {row[1 + index]}' for row in feeds]
+    name = "storage_node_feed_state"
+    out += [f"# HELP {name} The feed's state (ok, retrying, blocked): 1 for the current "
+            "one.", f"# TYPE {name} gauge"]
+    for row in feeds:
+        out += [f'{name}{{{labels},feed="{row[0]}",state="{state}"}} '
+                f'{int(row[4] == state)}' for state in FEED_STATES]
+    return out
+
+
+def render(totals, gauges, config, feeds=()):
     """The whole exposition (str, newline-terminated). ``totals``: the node-wide
     counters by /stat name; ``gauges``: volume.free_bytes, volume.used_bytes (bytes)
-    and connections."""
+    and connections; ``feeds``: [(id, pending, done, errors, state)]."""
     labels = identity_labels(config)
-    return "\n".join(reference_lines(totals, labels) + own_lines(gauges, labels)) + "\n"
+    return "\n".join(reference_lines(totals, labels) + own_lines(gauges, labels)
+                     + feed_lines(feeds, labels)) + "\n"

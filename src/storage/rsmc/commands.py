@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotFound,
                             NoSpace, PermissionDenied, StorageError)
 from storage.fast import load
+from storage.feeds.queue import QueueError
 from storage.rawx import meta as chunkmeta
 from storage.rawxclient import RawxClient, RawxError
 from storage.send.push import Cancelled, CorruptSource, TargetRefused, push_chunk
@@ -109,10 +110,12 @@ class RsmcNode:
     None; ``peers``: [ip_network] remote objects may be in; ``log_path``: the request
     log file or None; ``timeout``: seconds per connect or stalled read on a peer."""
 
-    def __init__(self, config, repo, events, peers, log_path, log_keep, timeout):
+    def __init__(self, config, repo, events, peers, log_path, log_keep, timeout,
+                 feeds=None):
         self.config = config
         self.repo = repo
         self.events = events
+        self.feeds = feeds  # storage.feeds.FeedRecorder or None
         self.peers = peers
         self.log_path = log_path
         self.log_keep = log_keep
@@ -209,6 +212,12 @@ class RsmcNode:
         chunk_id = self.local_chunk(base, name)
         reader, stored = self._open(chunk_id)
         reader.close()
+        if self.feeds is not None:  # before the unlink, as a RAWX DELETE
+            try:
+                self.feeds.record_deleted(stored, "")
+            except QueueError as exc:
+                raise ObjectError(503, f"cannot queue the delete for the feeds: {exc}") \
+                    from None
         own = chunkmeta.XATTR_FULLPATH + chunk_id if self.config.shallow_copy else None
         try:
             self.repo.delete(chunk_id, own_attr=own)
@@ -377,8 +386,20 @@ class RsmcNode:
             writer.abort()
             raise
         body.finish()
+        if self.events is None and self.feeds is None:
+            return 201
+        stored = chunkmeta.StoredMeta(chunk_id, put_meta.xattrs())
+        if self.feeds is not None:  # before the 201, as a PUT
+            try:
+                self.feeds.record_new(stored, "")
+            except QueueError as exc:
+                try:
+                    self.repo.delete(chunk_id)
+                except StorageError:
+                    log.error("cannot remove %s again", chunk_id)
+                raise ObjectError(503, f"cannot queue the chunk for the feeds: {exc}") \
+                    from None
         if self.events is not None:
-            stored = chunkmeta.StoredMeta(chunk_id, put_meta.xattrs())
             self.events.emit("storage.chunk.new", "",
                              stored.event_data(self.config.listen, self.config.service_id))
         return 201

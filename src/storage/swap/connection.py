@@ -51,7 +51,7 @@ class SwapService:
     ``partition`` UUID, ``peers`` [(ip_address, port)], ``admin`` (AdminAuth or None),
     ``tls`` (an ssl.SSLContext or None), ``events``."""
 
-    def __init__(self, config, groups, partition, peers, admin, tls, events):
+    def __init__(self, config, groups, partition, peers, admin, tls, events, feeds=None):
         self.config = config
         self.groups = groups
         self.by_uuid = {g.uuid: g for g in groups}
@@ -61,6 +61,7 @@ class SwapService:
         self.admin = admin
         self.tls = tls
         self.events = events
+        self.feeds = feeds  # storage.feeds.FeedRecorder or None
 
 
 def parse_peers(text):
@@ -89,7 +90,8 @@ class SwapConnection(LoopConnection):
     def __init__(self, sock, peer, loop, worker, service):
         super().__init__(sock, peer, loop, worker, service)
         self.reader = swap.new_reader()
-        self.session = Session(service.config, service.by_uuid, service.events)
+        self.session = Session(service.config, service.by_uuid, service.events,
+                               service.feeds)
         self.jobs = collections.deque()
         self.out = collections.deque()  # bytes and Segments
         self.out_bytes = 0

@@ -87,12 +87,14 @@ class OpenFile:
 
 class Session:
     """The files of one connection and the requests that use them. ``groups``: {uuid:
-    FileGroup}; ``events``: the node's event sink (chunk deletes), or None."""
+    FileGroup}; ``events``: the node's event sink (chunk deletes), or None; ``feeds``:
+    the node's FeedRecorder (chunk deletes), or None."""
 
-    def __init__(self, config, groups, events):
+    def __init__(self, config, groups, events, feeds=None):
         self.config = config
         self.groups = groups
         self.events = events
+        self.feeds = feeds
         self.files = {}  # fid -> OpenFile
         self.streaming = set()  # fids of running REQUEST_FILE_STREAMs
 
@@ -348,9 +350,11 @@ class Session:
                 stored = chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
             finally:
                 reader.close()
+            if self.feeds is not None:  # before the unlink, as a RAWX DELETE
+                self.feeds.record_deleted(stored, "")
             own = chunkmeta.XATTR_FULLPATH + chunk_id if self.config.shallow_copy else None
             group.repo.delete(chunk_id, own_attr=own)
-        except Exception as exc:  # a chunk gone meanwhile, a permission problem
+        except Exception as exc:  # a chunk gone meanwhile, a permission problem, the queue
             log.info("SWAP DELETE_PATH of chunk %s: %s", chunk_id, exc)
             return
         if self.events is not None:

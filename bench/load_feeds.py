@@ -1,0 +1,328 @@
+"""Feeds: what they cost the request path, and how fast a replication feed drains.
+
+1. PUT 1 MiB throughput on node A with no feeds against A with three feeds
+   (replication to node B, indexing to a beanstalkd, s3backup), in the same run, in
+   pairs whose order alternates (``load_put``: keep-alive connections, every body
+   verified by its MD5); the ratio is the median of the pairs' ratios (this machine
+   is shared and noisy). With feeds, every 201 first writes the chunk's three queue
+   rows.
+   - "recording": the delivery process is paused (SIGSTOP) during the PUTs, so the
+     ratio is the request path's own cost (queue rows before each 201);
+   - "delivering": the delivery runs meanwhile (at nice 10, as in production). Node
+     B (the target) and beanstalkd stand in for other machines: they run at nice 10
+     too, yet they share A's two cores, so this ratio still counts part of the
+     copy's work that a real target does elsewhere.
+2. Drain rate of a replication feed (A -> B, feed concurrency 4): chunks of 64 KiB
+   and 1 MiB stored on A while the delivery is paused, then timed from SIGCONT until
+   ``/stat`` shows ``feed.1.pending 0``; against ``curl GET A | curl PUT B`` over the
+   same chunks, one after the other (what an operator would script).
+
+    .venv/bin/python bench/load_feeds.py [--quick | --smoke] [--repeat N]
+
+``--smoke`` only checks that it runs (a fraction of a second per step).
+
+Only 127.0.0.1 is used; every loop is bounded in count and time.
+"""
+import argparse
+import http.client
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
+from load_put import PutPlan, run_put_load  # noqa: E402
+from load_servers import NodeServer, process_tree  # noqa: E402
+
+KIB, MIB = 1 << 10, 1 << 20
+META = {
+    "X-oio-Chunk-Meta-Content-Storage-Policy": "SINGLE",
+    "X-oio-Chunk-Meta-Content-Chunk-Method": "plain/nb_copy=1",
+    "X-oio-Chunk-Meta-Chunk-Pos": "0",
+    "X-oio-Chunk-Meta-Full-Path": "acct/cont/obj/1/0123456789ABCDEF0123456789ABCDEF",
+}
+
+
+def remote(*pids):
+    """Nice the processes that stand in for other machines (the target node and
+    beanstalkd): on this one they share A's cores, and should take the CPU only when
+    A's workers leave it, as if they ran elsewhere."""
+    for pid in pids:
+        for one in process_tree(pid):
+            try:
+                os.setpriority(os.PRIO_PROCESS, one, 10)
+            except OSError:
+                pass
+
+
+def chunk_id(n):
+    return "%064X" % (0xFEED0000000000000000000000000000 + n)
+
+
+def request(port, method, path, body=None, headers=None, conn=None):
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        if own:
+            conn.close()
+
+
+def stat(port):
+    _, body = request(port, "GET", "/stat")
+    out = {}
+    for line in body.decode().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            out[parts[1]] = parts[2]
+    return out
+
+
+def delivery_pid(node):
+    with open(os.path.join(node.docroot, ".storage-node", "feeds.lock")) as f:
+        return int(f.read().split()[0])
+
+
+def wait_delivery(node, timeout=20.0):
+    """The pid of A's delivery process once it holds its lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return delivery_pid(node)
+        except (OSError, ValueError, IndexError):
+            time.sleep(0.05)
+    raise RuntimeError("the delivery process did not start")
+
+
+def feeds_file(path, target_port, beanstalk_port, three):
+    text = (f'[feed.1]\ntype = "replication"\ntarget = "http://127.0.0.1:{target_port}"\n')
+    if three:
+        text += (f'[feed.2]\ntype = "indexing"\ntarget = "beanstalk://127.0.0.1:'
+                 f'{beanstalk_port}"\n[feed.3]\ntype = "s3backup"\n'
+                 'target = "s3://bench-bucket/chunks"\n')
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def put_rate(node, seconds, max_requests, tag):
+    plan = PutPlan(port=node.port, flavor="rawx", size=MIB, ok_statuses=(201,),
+                   run_tag=tag)
+    stats = run_put_load(plan, procs=1, conns=4, duration=seconds,
+                         max_requests=max_requests)
+    return stats.mb_per_s, stats.percentile_ms(99)
+
+
+def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
+    """PUT 1 MiB on ``plain`` and on ``fed``, in pairs whose order alternates (this
+    machine is shared: a ratio within a pair is steadier than a ratio of medians).
+    -> (median MB/s by name, median p99 ms by name, the pairs' ratios)."""
+    rates = {"none": [], "feeds": []}
+    p99 = {"none": [], "feeds": []}
+    ratios = []
+    pid = wait_delivery(fed)
+    for i in range(repeat):
+        order = (("none", plain), ("feeds", fed))
+        pair = {}
+        for name, node in order if i % 2 == 0 else order[::-1]:
+            if name == "feeds" and paused:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                rate, tail = put_rate(node, seconds, max_requests,
+                                      "%08X" % random.getrandbits(32))
+            finally:
+                if name == "feeds" and paused:
+                    os.kill(pid, signal.SIGCONT)
+            rates[name].append(rate)
+            p99[name].append(tail)
+            pair[name] = rate
+        ratios.append(pair["feeds"] / pair["none"])
+        wait_drained(fed, 1, 600)
+    return ({k: statistics.median(v) for k, v in rates.items()},
+            {k: statistics.median(v) for k, v in p99.items()}, ratios)
+
+
+def record_cost(tmp, feeds_path, count, rounds):
+    """Microseconds the request path spends per chunk queueing it for the feeds of
+    ``feeds_path`` (StoredMeta -> rows -> one committed transaction), measured on the
+    real queue file, without HTTP around it: median of ``rounds`` runs."""
+    from storage import config as configmod
+    from storage.feeds import FeedRecorder
+    from storage.rawx import meta as chunkmeta
+    docroot = tempfile.mkdtemp(prefix="rec-", dir=tmp)
+    conf = configmod.parse_text(f"listen 127.0.0.1:1\nnamespace N\ndocroot {docroot}\n"
+                                f"feeds_config {feeds_path}\n")
+    recorder = FeedRecorder(conf)
+    headers = {k.lower(): v for k, v in META.items()}
+    headers["x-oio-chunk-meta-chunk-hash"] = "0" * 32
+    headers["x-oio-chunk-meta-chunk-size"] = "1048576"
+    costs = []
+    try:
+        for r in range(rounds):
+            metas = []
+            for n in range(count):
+                put_meta = chunkmeta.PutMeta(chunk_id(10_000_000 + r * count + n), headers)
+                metas.append(chunkmeta.StoredMeta(put_meta.chunk_id, put_meta.xattrs()))
+            started = time.perf_counter()
+            for stored in metas:
+                recorder.record_new(stored, "bench")
+            costs.append((time.perf_counter() - started) / count * 1e6)
+    finally:
+        recorder.close()
+    return statistics.median(costs)
+
+
+def wait_drained(node, feed, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stat(node.port).get(f"feed.{feed}.pending") == "0":
+            return True
+        time.sleep(0.02)
+    raise RuntimeError(f"feed {feed} did not drain within {timeout}s")
+
+
+def fill(node, ids, size):
+    piece = os.urandom(size)
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
+    try:
+        for i, cid in enumerate(ids):
+            body = piece[:-8] + i.to_bytes(8, "big")
+            status, _ = request(node.port, "PUT", "/" + cid, body, META, conn=conn)
+            assert status == 201, status
+    finally:
+        conn.close()
+
+
+def clear(node, ids):
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
+    try:
+        for cid in ids:
+            request(node.port, "DELETE", "/" + cid, conn=conn)
+    finally:
+        conn.close()
+
+
+def by_curl(a, b, ids):
+    meta = " ".join(f"-H '{k}: {v}'" for k, v in META.items())
+    for cid in ids:
+        cmd = (f"curl -sSf http://127.0.0.1:{a.port}/{cid} | "
+               f"curl -sSf -o /dev/null -X PUT -T - {meta} http://127.0.0.1:{b.port}/{cid}")
+        subprocess.run(cmd, shell=True, check=True)
+
+
+def drain(a, b, size, count, repeat, base):
+    """(feed MB/s, curl MB/s), medians: the same ``count`` chunks each round."""
+    ids = [chunk_id(base + i) for i in range(count)]
+    rates = {"feed": [], "curl": []}
+    pid = wait_delivery(a)
+    for _ in range(repeat):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            fill(a, ids, size)
+        finally:
+            started = time.monotonic()
+            os.kill(pid, signal.SIGCONT)
+        wait_drained(a, 1, 600)
+        rates["feed"].append(size * count / (time.monotonic() - started) / 1e6)
+        clear(b, ids)
+        started = time.monotonic()
+        by_curl(a, b, ids)
+        rates["curl"].append(size * count / (time.monotonic() - started) / 1e6)
+        clear(b, ids)
+        os.kill(pid, signal.SIGSTOP)  # A's deletes are not propagated: nothing to do
+        try:
+            clear(a, ids)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    return statistics.median(rates["feed"]), statistics.median(rates["curl"])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short runs, 2 rounds")
+    p.add_argument("--smoke", action="store_true", help="does it run? (seconds)")
+    p.add_argument("--repeat", type=int, default=6,
+                   help="PUT rounds (default 6; the drains take at most 3)")
+    args = p.parse_args(argv)
+    if BEANSTALKD is None:
+        print("load_feeds: beanstalkd is not installed (apt-get install beanstalkd)",
+              file=sys.stderr)
+        return 1
+    repeat = 1 if args.smoke else 2 if args.quick else args.repeat
+    seconds = 0.3 if args.smoke else 2.0 if args.quick else 3.0
+    max_requests = 20 if args.smoke else 100000
+    drains = [(64 * KIB, 20), (MIB, 5)] if args.smoke else \
+        [(64 * KIB, 200 if args.quick else 500), (MIB, 30 if args.quick else 100)]
+    tmp = tempfile.mkdtemp(prefix="bench-feeds-")
+    beanstalkd = Beanstalkd(free_port())
+    failed = False
+    try:
+        beanstalkd.start()
+        for name in ("plain", "fed", "drain", "b"):
+            os.makedirs(os.path.join(tmp, name))
+        b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
+                       extra_conf=["namespace DRNS"])
+        with b:
+            remote(b.proc.pid, beanstalkd.proc.pid)
+            three = feeds_file(os.path.join(tmp, "three.toml"), b.port, beanstalkd.port,
+                               True)
+            one = feeds_file(os.path.join(tmp, "one.toml"), b.port, beanstalkd.port, False)
+            rounds = 1 if args.smoke else 5
+            count = 100 if args.smoke else 2000
+            print("Queueing a chunk (the request path's part, on the queue file, no HTTP): "
+                  f"{record_cost(tmp, one, count, rounds):.0f} us with one feed, "
+                  f"{record_cost(tmp, three, count, rounds):.0f} us with three\n",
+                  flush=True)
+            plain = NodeServer(os.path.join(tmp, "plain"),
+                               os.path.join(tmp, "plain", "data"))
+            fed = NodeServer(os.path.join(tmp, "fed"), os.path.join(tmp, "fed", "data"),
+                             extra_conf=[f"feeds_config {three}"])
+            with plain, fed:
+                print("PUT 1 MiB (1 process x 4 connections), no feeds vs three feeds "
+                      "(replication, indexing, s3backup)")
+                print(f"{'delivery':>11} {'none MB/s':>10} {'feeds MB/s':>11} "
+                      f"{'ratio':>6} {'pairs min-max':>14} {'p99 none':>9} {'p99 feeds':>10}")
+                for paused in (True, False):
+                    rates, p99, ratios = put_ratio(plain, fed, repeat, seconds,
+                                                   max_requests, paused)
+                    label = "recording" if paused else "delivering"
+                    spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+                    print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
+                          f"{statistics.median(ratios):>5.2f}x {spread:>14} "
+                          f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms", flush=True)
+            a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
+                           extra_conf=[f"feeds_config {one}"])
+            with a:
+                print("\nReplication feed drain (A -> B, concurrency 4) vs curl GET | curl "
+                      "PUT, one chunk after the other")
+                print(f"{'chunk':>8} {'count':>6} {'feed MB/s':>10} {'curl MB/s':>10} "
+                      f"{'ratio':>6} {'feed chunks/s':>14}")
+                for n, (size, count) in enumerate(drains):
+                    feed, curl = drain(a, b, size, count, min(repeat, 3), n * 100000)
+                    label = f"{size // KIB}Ki" if size < MIB else f"{size // MIB}Mi"
+                    print(f"{label:>8} {count:>6} {feed:>10.0f} {curl:>10.0f} "
+                          f"{feed / curl:>5.2f}x {feed * 1e6 / size:>14.0f}", flush=True)
+    except Exception as exc:
+        print(f"load_feeds: failed: {exc!r}", file=sys.stderr)
+        failed = True
+    finally:
+        beanstalkd.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Feeds (spec send.md): every chunk the node stores is queued, durably, for every
+feed whose filter matches it, and a delivery process works through the queue.
+
+- ``config``: the TOML feed definitions (``feeds_config``);
+- ``queue``: the durable queue (SQLite, WAL) on the volume;
+- ``deliver``: the delivery process the master forks;
+- this module: ``FeedRecorder``, what request handlers call at the moment a chunk's
+  201 or 204 is decided, before the reply goes out, and what ``/stat`` and a verbose
+  HEAD read.
+"""
+import email.utils
+import logging
+import time
+from urllib.parse import unquote_to_bytes
+
+from storage.events import encode_event
+from storage.feeds.queue import DELETED, DONE, FAILED, NEW, FeedQueue, QueueError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FeedRecorder", "QueueError", "decoded_path", "from_config"]
+
+
+def decoded_path(fullpath):
+    """A stored full path (``acct/cont/obj/ver/id``, parts percent-encoded) decoded to
+    bytes: what a feed's ``prefix`` is compared with."""
+    if not fullpath:
+        return b""
+    raw = fullpath.encode("latin-1") if isinstance(fullpath, str) else fullpath
+    return unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def from_config(config):
+    """A FeedRecorder for a Config with feeds, else None. Call it after the fork."""
+    return FeedRecorder(config) if config.feeds else None
+
+
+class FeedRecorder:
+    """A worker's side of the feeds: records chunks in the queue, reads their status."""
+
+    def __init__(self, config, queue=None):
+        self.feeds = config.feeds
+        self.volume_id = config.listen
+        self.service_id = config.service_id
+        self.queue = queue or FeedQueue(config.docroot, durable=config.fsync)
+
+    def close(self):
+        self.queue.close()
+
+    def _rows(self, stored, reqid, op):
+        path = decoded_path(stored.fullpath)
+        rows = []
+        gone = []  # feeds that do not propagate deletes: their row is finished
+        body = None
+        for feed in self.feeds:
+            if not feed.matches(path):
+                continue
+            if op == DELETED and not feed.deletes:
+                gone.append(feed.id)
+                continue
+            if feed.kind == "index":
+                if body is None:
+                    event = "storage.chunk.new" if op == NEW else "storage.chunk.deleted"
+                    body = encode_event(event, reqid,
+                                        stored.event_data(self.volume_id, self.service_id),
+                                        time.time_ns() // 1000)
+                rows.append((stored.chunk_id, feed.id, op, body))
+            else:
+                rows.append((stored.chunk_id, feed.id, op, None))
+        return rows, gone
+
+    def record_new(self, stored, reqid=""):
+        """Queue a chunk just stored (``stored``: its StoredMeta) for every matching
+        feed, before its 201 is sent. Raises QueueError if the queue cannot take it."""
+        rows, _ = self._rows(stored, reqid, NEW)
+        self.queue.record(rows)
+
+    def record_deleted(self, stored, reqid=""):
+        """Queue a chunk's deletion for the matching feeds with ``deletes = true``,
+        before it is unlinked; the others forget the chunk once they delivered it.
+        Raises QueueError if the queue cannot take it."""
+        rows, gone = self._rows(stored, reqid, DELETED)
+        self.queue.record(rows, forget_done=[(stored.chunk_id, fid) for fid in gone])
+
+    # ---- status -------------------------------------------------------------------
+    def status_headers(self, stored):
+        """``Feed-<id>-Status`` and ``Feed-<id>-StatusTime`` for a verbose HEAD: 0 done
+        (or not the feed's chunk), 1 not delivered yet (time blank), another positive
+        number a failure (the status that failed)."""
+        rows = self.queue.status(stored.chunk_id)
+        path = decoded_path(stored.fullpath)
+        out = []
+        for feed in self.feeds:
+            row = rows.get(feed.id)
+            when = ""
+            if not feed.matches(path):
+                status = 0
+            elif row is None or row[0] not in (DONE, FAILED):
+                status = 1
+            else:
+                state, code, updated = row
+                status = 0 if state == DONE else (code if code > 1 else 2)
+                when = email.utils.formatdate(updated, usegmt=True)
+            out.append((f"Feed-{feed.id}-Status", str(status)))
+            out.append((f"Feed-{feed.id}-StatusTime", when))
+        return out
+
+    def counts(self):
+        """[(feed id, pending, done, errors, state)] of every configured feed."""
+        try:
+            known = self.queue.counts()
+        except Exception as exc:  # a /stat must answer even if the queue is sick
+            log.error("cannot read the feeds queue counters: %s", exc)
+            known = {}
+        return [(feed.id,) + known.get(feed.id, (0, 0, 0, "ok")) for feed in self.feeds]
+
+    def stat_lines(self):
+        """The pinned /stat lines of every feed."""
+        lines = []
+        for fid, pending, done, errors, state in self.counts():
+            lines += [f"gauge feed.{fid}.pending {pending}", f"counter feed.{fid}.done {done}",
+                      f"counter feed.{fid}.errors {errors}", f"config feed.{fid}.state {state}"]
+        return lines

@@ -1,0 +1,250 @@
+"""The feeds' durable queue: one SQLite database per volume, at
+``<docroot>/.storage-node/feeds.db``, one row per (chunk, feed).
+
+Why SQLite in WAL mode:
+- durable across SIGKILL: a transaction is committed once its frames are written to the
+  WAL file (the page cache has them; ``synchronous=NORMAL``), so a killed process
+  loses nothing it committed. With ``fsync on`` the node uses ``synchronous=FULL``, so
+  the queue is as durable against power loss as the chunk it describes;
+- concurrent writers: every worker process records its own requests, and the delivery
+  process marks rows done. WAL lets readers run beside the one writer, writers queue
+  on the database lock with ``busy_timeout``, and each transaction is a few rows, so
+  the lock is held for microseconds;
+- crash-safe: a torn write is rolled back at the next open, never half applied;
+- bounded memory: the queue lives on disk; delivery takes a few rows at a time (its
+  concurrency) whatever the queue's length, and ``/stat`` reads per-feed counters that
+  triggers keep, never a count over the rows.
+
+The directory starts with a dot: the chunk listing (``/list``), the hash directories
+and SWAP's chunks group only see hex names, so RAWX never lists or serves it.
+
+Workers never checkpoint (``wal_autocheckpoint=0``): a checkpoint syncs the database
+and must not stall a request loop. The delivery process checkpoints (``checkpoint()``).
+
+Row states: PENDING (to deliver; ``next_at`` says when, later after a failure), DONE,
+FAILED (cannot succeed by retrying: the local chunk is corrupt; ``code`` says why).
+``gen`` grows whenever a row is recorded again, so a delivery that started before
+(a chunk deleted while it was being copied) never marks the newer request done.
+"""
+import os
+import sqlite3
+import time
+
+DIRECTORY = ".storage-node"
+FILENAME = "feeds.db"
+PENDING, DONE, FAILED = 0, 1, 2
+NEW, DELETED = 0, 1
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for the lock before giving up
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    chunk_id TEXT NOT NULL,
+    feed INTEGER NOT NULL,
+    op INTEGER NOT NULL,            -- NEW or DELETED
+    state INTEGER NOT NULL,         -- PENDING, DONE or FAILED
+    gen INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,          -- epoch seconds: not before
+    updated REAL NOT NULL,          -- epoch seconds: recorded, or last attempt
+    code INTEGER NOT NULL DEFAULT 0,-- the failure's status (FAILED rows)
+    last_error TEXT,
+    body BLOB,                      -- the event job (index feeds), until delivered
+    PRIMARY KEY (chunk_id, feed)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS due ON queue (feed, next_at) WHERE state = 0;
+CREATE TABLE IF NOT EXISTS counts (
+    feed INTEGER PRIMARY KEY,
+    pending INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'ok'
+);
+CREATE TRIGGER IF NOT EXISTS queue_insert AFTER INSERT ON queue WHEN NEW.state = 0
+BEGIN
+    INSERT INTO counts (feed, pending) VALUES (NEW.feed, 1)
+        ON CONFLICT (feed) DO UPDATE SET pending = pending + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS queue_update AFTER UPDATE OF state ON queue
+    WHEN (OLD.state = 0) != (NEW.state = 0)
+BEGIN
+    INSERT INTO counts (feed, pending) VALUES (NEW.feed, NEW.state = 0)
+        ON CONFLICT (feed) DO UPDATE
+        SET pending = pending + (NEW.state = 0) - (OLD.state = 0);
+END;
+CREATE TRIGGER IF NOT EXISTS queue_delete AFTER DELETE ON queue WHEN OLD.state = 0
+BEGIN
+    UPDATE counts SET pending = pending - 1 WHERE feed = OLD.feed;
+END;
+"""
+
+_RECORD = """
+INSERT INTO queue (chunk_id, feed, op, state, next_at, updated, body)
+VALUES (?, ?, ?, 0, ?, ?, ?)
+ON CONFLICT (chunk_id, feed) DO UPDATE SET
+    op = excluded.op, state = 0, gen = gen + 1, attempts = 0, next_at = excluded.next_at,
+    updated = excluded.updated, code = 0, last_error = NULL, body = excluded.body
+"""
+
+
+def db_path(docroot):
+    return os.path.join(docroot, DIRECTORY, FILENAME)
+
+
+class QueueError(Exception):
+    """The queue cannot be written (disk full, locked too long, corrupt)."""
+
+
+class FeedQueue:
+    """One connection to the queue of the volume at ``docroot`` (open it in the
+    process that uses it: a connection never crosses a fork)."""
+
+    def __init__(self, docroot, durable=False, checkpoints=False):
+        path = db_path(docroot)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                  check_same_thread=False, cached_statements=64)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        if not checkpoints:
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    # ---- recording (workers, on the request path) ------------------------------------
+    def record(self, rows, now=None, forget_done=()):
+        """Queue ``rows`` [(chunk_id, feed id, op, body or None)] and drop the DONE rows
+        ``forget_done`` [(chunk_id, feed id)], in one transaction. Raises QueueError when
+        the database cannot take them."""
+        if not rows and not forget_done:
+            return
+        now = time.time() if now is None else now
+        db = self.db
+        try:
+            if len(rows) == 1 and not forget_done:
+                chunk_id, feed, op, body = rows[0]
+                db.execute(_RECORD, (chunk_id, feed, op, now, now, body))
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(_RECORD, [(c, f, o, now, now, b) for c, f, o, b in rows])
+                if forget_done:
+                    db.executemany("DELETE FROM queue WHERE chunk_id = ? AND feed = ? "
+                                   "AND state = 1", forget_done)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise QueueError(f"feeds queue {self.path}: {exc}") from None
+
+    # ---- reading (status) ----------------------------------------------------------------
+    def status(self, chunk_id):
+        """{feed id: (state, code, updated)} of a chunk's rows."""
+        rows = self.db.execute("SELECT feed, state, code, updated FROM queue "
+                               "WHERE chunk_id = ?", (chunk_id,)).fetchall()
+        return {feed: (state, code, updated) for feed, state, code, updated in rows}
+
+    def counts(self):
+        """{feed id: (pending, done, errors, state)}."""
+        rows = self.db.execute("SELECT feed, pending, done, errors, state FROM counts")
+        return {feed: (pending, done, errors, state)
+                for feed, pending, done, errors, state in rows}
+
+    # ---- delivery (the delivery process) ------------------------------------------------
+    def prepare_feeds(self, feed_ids):
+        """At the delivery process's start: drop the rows of feeds no longer defined,
+        make a counts row per feed, and recount ``pending`` (heals any drift).
+        -> {feed id: rows dropped} for the feeds that went away."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = {}
+            marks = ",".join("?" * len(feed_ids)) or "0"  # ids are positive
+            for (feed, count) in db.execute(
+                    f"SELECT feed, COUNT(*) FROM queue WHERE feed NOT IN ({marks}) "
+                    "GROUP BY feed", tuple(feed_ids)).fetchall():
+                gone[feed] = count
+            db.execute(f"DELETE FROM queue WHERE feed NOT IN ({marks})", tuple(feed_ids))
+            db.execute(f"DELETE FROM counts WHERE feed NOT IN ({marks})", tuple(feed_ids))
+            for fid in feed_ids:
+                db.execute("INSERT OR IGNORE INTO counts (feed) VALUES (?)", (fid,))
+            db.execute("UPDATE counts SET state = 'ok', pending = (SELECT COUNT(*) FROM "
+                       "queue WHERE queue.feed = counts.feed AND state = 0)")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return gone
+
+    def due(self, feed, limit, now=None):
+        """Up to ``limit`` pending rows of ``feed`` whose time has come, oldest first:
+        [(chunk_id, op, gen, attempts, body, updated)]."""
+        now = time.time() if now is None else now
+        return self.db.execute(
+            "SELECT chunk_id, op, gen, attempts, body, updated FROM queue "
+            "WHERE feed = ? AND state = 0 AND next_at <= ? ORDER BY next_at LIMIT ?",
+            (feed, now, limit)).fetchall()
+
+    def next_due(self, feed):
+        """When the next pending row of ``feed`` is due (epoch seconds), or None."""
+        row = self.db.execute("SELECT MIN(next_at) FROM queue WHERE feed = ? AND state = 0",
+                              (feed,)).fetchone()
+        return row[0]
+
+    def settle(self, outcomes, now=None):
+        """Write delivery outcomes in one transaction. ``outcomes``: a list of
+        (feed, chunk_id, gen, kind, retry_at, code, error) where kind is "done"
+        (delivered, or nothing left to deliver), "drop" (done, and the row goes: a
+        delivered delete), "retry" (failed, due again at ``retry_at``), "later" (not
+        attempted: due again at ``retry_at``, no error counted) or "failed"
+        (FAILED with ``code``). A row recorded again since (another gen) is left as
+        it is: its new request is still owed."""
+        now = time.time() if now is None else now
+        db = self.db
+        done, errors = {}, {}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for feed, chunk_id, gen, kind, retry_at, code, error in outcomes:
+                key = (chunk_id, feed, gen)
+                if kind == "done":
+                    cur = db.execute("UPDATE queue SET state = 1, attempts = attempts + 1, "
+                                     "updated = ?, code = 0, last_error = NULL, body = NULL "
+                                     "WHERE chunk_id = ? AND feed = ? AND gen = ?",
+                                     (now,) + key)
+                    done[feed] = done.get(feed, 0) + cur.rowcount
+                elif kind == "drop":
+                    cur = db.execute("DELETE FROM queue WHERE chunk_id = ? AND feed = ? "
+                                     "AND gen = ?", key)
+                    done[feed] = done.get(feed, 0) + cur.rowcount
+                elif kind == "later":
+                    db.execute("UPDATE queue SET next_at = ? WHERE chunk_id = ? AND "
+                               "feed = ? AND gen = ?", (retry_at,) + key)
+                elif kind == "retry":
+                    db.execute("UPDATE queue SET attempts = attempts + 1, next_at = ?, "
+                               "updated = ?, last_error = ? WHERE chunk_id = ? AND feed = ? "
+                               "AND gen = ?", (retry_at, now, error) + key)
+                    errors[feed] = errors.get(feed, 0) + 1
+                else:
+                    db.execute("UPDATE queue SET state = 2, attempts = attempts + 1, "
+                               "updated = ?, code = ?, last_error = ? WHERE chunk_id = ? "
+                               "AND feed = ? AND gen = ?", (now, code, error) + key)
+                    errors[feed] = errors.get(feed, 0) + 1
+            for feed, count in done.items():
+                db.execute("UPDATE counts SET done = done + ? WHERE feed = ?", (count, feed))
+            for feed, count in errors.items():
+                db.execute("UPDATE counts SET errors = errors + ? WHERE feed = ?",
+                           (count, feed))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def set_state(self, feed, state):
+        self.db.execute("UPDATE counts SET state = ? WHERE feed = ?", (state, feed))
+
+    def checkpoint(self):
+        """Move the WAL's frames into the database (PASSIVE: never waits on others)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
