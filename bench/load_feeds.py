@@ -24,13 +24,11 @@
 Only 127.0.0.1 is used; every loop is bounded in count and time.
 """
 import argparse
-import http.client
 import os
 import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,15 +40,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
-from load_servers import NodeServer, process_tree  # noqa: E402
+from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
+                          process_tree, request)
 
 KIB, MIB = 1 << 10, 1 << 20
-META = {
-    "X-oio-Chunk-Meta-Content-Storage-Policy": "SINGLE",
-    "X-oio-Chunk-Meta-Content-Chunk-Method": "plain/nb_copy=1",
-    "X-oio-Chunk-Meta-Chunk-Pos": "0",
-    "X-oio-Chunk-Meta-Full-Path": "acct/cont/obj/1/0123456789ABCDEF0123456789ABCDEF",
-}
 
 
 def remote(*pids):
@@ -67,18 +60,6 @@ def remote(*pids):
 
 def chunk_id(n):
     return "%064X" % (0xFEED0000000000000000000000000000 + n)
-
-
-def request(port, method, path, body=None, headers=None, conn=None):
-    own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        if own:
-            conn.close()
 
 
 def stat(port):
@@ -166,7 +147,7 @@ def record_cost(tmp, feeds_path, count, rounds):
     conf = configmod.parse_text(f"listen 127.0.0.1:1\nnamespace N\ndocroot {docroot}\n"
                                 f"feeds_config {feeds_path}\n")
     recorder = FeedRecorder(conf)
-    headers = {k.lower(): v for k, v in META.items()}
+    headers = {k.lower(): v for k, v in CHUNK_META.items()}
     headers["x-oio-chunk-meta-chunk-hash"] = "0" * 32
     headers["x-oio-chunk-meta-chunk-size"] = "1048576"
     costs = []
@@ -194,35 +175,6 @@ def wait_drained(node, feed, timeout):
     raise RuntimeError(f"feed {feed} did not drain within {timeout}s")
 
 
-def fill(node, ids, size):
-    piece = os.urandom(size)
-    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
-    try:
-        for i, cid in enumerate(ids):
-            body = piece[:-8] + i.to_bytes(8, "big")
-            status, _ = request(node.port, "PUT", "/" + cid, body, META, conn=conn)
-            assert status == 201, status
-    finally:
-        conn.close()
-
-
-def clear(node, ids):
-    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
-    try:
-        for cid in ids:
-            request(node.port, "DELETE", "/" + cid, conn=conn)
-    finally:
-        conn.close()
-
-
-def by_curl(a, b, ids):
-    meta = " ".join(f"-H '{k}: {v}'" for k, v in META.items())
-    for cid in ids:
-        cmd = (f"curl -sSf http://127.0.0.1:{a.port}/{cid} | "
-               f"curl -sSf -o /dev/null -X PUT -T - {meta} http://127.0.0.1:{b.port}/{cid}")
-        subprocess.run(cmd, shell=True, check=True)
-
-
 def drain(a, b, size, count, repeat, base):
     """(feed MB/s, curl MB/s), medians: the same ``count`` chunks each round."""
     ids = [chunk_id(base + i) for i in range(count)]
@@ -239,7 +191,7 @@ def drain(a, b, size, count, repeat, base):
         rates["feed"].append(size * count / (time.monotonic() - started) / 1e6)
         clear(b, ids)
         started = time.monotonic()
-        by_curl(a, b, ids)
+        curl_copy(a, b, ids)
         rates["curl"].append(size * count / (time.monotonic() - started) / 1e6)
         clear(b, ids)
         os.kill(pid, signal.SIGSTOP)  # A's deletes are not propagated: nothing to do

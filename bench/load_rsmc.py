@@ -14,7 +14,6 @@ Only 127.0.0.1 is used; every loop is bounded in count and time.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -22,14 +21,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
-from load_send import META, chunk_id, clear, fill  # noqa: E402
-from load_servers import NodeServer, free_port, run_in_tmp  # noqa: E402
+from load_send import chunk_id  # noqa: E402
+from load_servers import NodeServer, clear, curl_copy, fill, free_port, run_in_tmp  # noqa: E402
 from storage.rsmc.client import RsmcClient  # noqa: E402
 
 KIB = 1024
 
 
-def by_rsmc(a, b, ids, port):
+def by_rsmc(b, ids, port):
     client = RsmcClient("127.0.0.1", port, timeout=600)
     try:
         for start in range(0, len(ids), 500):
@@ -38,14 +37,6 @@ def by_rsmc(a, b, ids, port):
             assert reply.code == 201, (reply.code, reply.objects[:3])
     finally:
         client.close()
-
-
-def by_curl(a, b, ids, port):
-    meta = " ".join(f"-H '{k}: {v}'" for k, v in META.items())
-    for cid in ids:
-        cmd = (f"curl -sSf http://127.0.0.1:{b.port}/{cid} | "
-               f"curl -sSf -o /dev/null -X PUT -T - {meta} http://127.0.0.1:{a.port}/{cid}")
-        subprocess.run(cmd, shell=True, check=True)
 
 
 def main(argv=None):
@@ -74,9 +65,10 @@ def main(argv=None):
             fill(b, ids, args.size * KIB)
             rates = {"rsmc": [], "curl": []}
             for _ in range(repeat):
-                for name, copy in (("rsmc", by_rsmc), ("curl", by_curl)):
+                for name, copy in (("rsmc", lambda: by_rsmc(b, ids, rsmc_port)),
+                                   ("curl", lambda: curl_copy(b, a, ids))):
                     started = time.monotonic()
-                    copy(a, b, ids, rsmc_port)
+                    copy()
                     rates[name].append(count / (time.monotonic() - started))
                     clear(a, ids)
             rsmc, curl = statistics.median(rates["rsmc"]), statistics.median(rates["curl"])

@@ -19,7 +19,6 @@ import argparse
 import http.client
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,44 +27,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
-from load_servers import NodeServer, admin_htdigest, run_in_tmp  # noqa: E402
+from load_servers import (NodeServer, admin_htdigest, clear, curl_copy, fill,  # noqa: E402
+                          run_in_tmp)
 from storage.send.client import SendClient  # noqa: E402
 
 MIB = 1 << 20
 PASSWORD = "bench"
-META = {
-    "X-oio-Chunk-Meta-Content-Storage-Policy": "SINGLE",
-    "X-oio-Chunk-Meta-Content-Chunk-Method": "plain/nb_copy=1",
-    "X-oio-Chunk-Meta-Chunk-Pos": "0",
-    "X-oio-Chunk-Meta-Full-Path": "acct/cont/obj/1/0123456789ABCDEF0123456789ABCDEF",
-}
 
 
 def chunk_id(n):
     return "%064X" % (0xBE7C0000000000000000000000000000 + n)
-
-
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def fill(node, ids, size):
-    piece = os.urandom(size)
-    for i, cid in enumerate(ids):
-        body = piece[:-8] + i.to_bytes(8, "big")
-        status, _ = request(node.port, "PUT", "/" + cid, body, META)
-        assert status == 201, status
-
-
-def clear(node, ids):
-    for cid in ids:
-        request(node.port, "DELETE", "/" + cid)
 
 
 def by_send(a, b, ids):
@@ -78,20 +49,12 @@ def by_send(a, b, ids):
         client.close()
 
 
-def by_curl(a, b, ids):
-    meta = " ".join(f"-H '{k}: {v}'" for k, v in META.items())
-    for cid in ids:
-        cmd = (f"curl -sSf http://127.0.0.1:{a.port}/{cid} | "
-               f"curl -sSf -o /dev/null -X PUT -T - {meta} http://127.0.0.1:{b.port}/{cid}")
-        subprocess.run(cmd, shell=True, check=True)
-
-
 def throughput(a, b, size, count, repeat):
     ids = [chunk_id(size // MIB * 1000 + i) for i in range(count)]
     fill(a, ids, size)
     rates = {"send": [], "curl": []}
     for _ in range(repeat):
-        for name, copy in (("send", by_send), ("curl", by_curl)):
+        for name, copy in (("send", by_send), ("curl", curl_copy)):
             started = time.monotonic()
             copy(a, b, ids)
             rates[name].append(size * count / (time.monotonic() - started) / 1e6)
@@ -129,7 +92,7 @@ def pct(values, q):
 
 def latency_under(a, b, copy, size, senders, seconds):
     """GET 4 KiB latencies on A while ``senders`` chunks of ``size`` are copied to B at
-    once by ``copy`` (by_send or by_curl): (latencies, copies still running at the end
+    once by ``copy`` (by_send or curl_copy): (latencies, copies still running at the end
     of the window)."""
     small = chunk_id(1)
     ids = [chunk_id(900000 + i) for i in range(senders)]
@@ -162,7 +125,7 @@ def latency_table(a, b, size, senders, seconds):
     fill(a, [small], 4096)
     alone = get_latencies(a.port, small, seconds)
     rows = [("alone", alone, True)]
-    for name, copy in (("10 curl copies", by_curl), ("10 SENDs", by_send)):
+    for name, copy in (("10 curl copies", curl_copy), ("10 SENDs", by_send)):
         during, running = latency_under(a, b, copy, size, senders, seconds)
         rows.append((name, during, running))
     clear(a, [small])

@@ -7,6 +7,7 @@ the process group they started (SIGTERM, then SIGKILL after a grace period).
 """
 
 import hashlib
+import http.client
 import os
 import re
 import select
@@ -335,3 +336,59 @@ def run_in_tmp(name, body):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+# ---- chunks for the node-to-node benchmarks (load_send, load_rsmc, load_swap, ...) ----
+CHUNK_META = {
+    "X-oio-Chunk-Meta-Content-Storage-Policy": "SINGLE",
+    "X-oio-Chunk-Meta-Content-Chunk-Method": "plain/nb_copy=1",
+    "X-oio-Chunk-Meta-Chunk-Pos": "0",
+    "X-oio-Chunk-Meta-Full-Path": "acct/cont/obj/1/0123456789ABCDEF0123456789ABCDEF",
+}
+
+
+def request(port, method, path, body=None, headers=None, conn=None):
+    """One request to 127.0.0.1:port (on ``conn`` if given): (status, body)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        if own:
+            conn.close()
+
+
+def fill(node, ids, size):
+    """PUT a chunk of ``size`` random bytes under each id (each body different), on one
+    keep-alive connection."""
+    piece = os.urandom(size)
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
+    try:
+        for i, cid in enumerate(ids):
+            body = piece[:-8] + i.to_bytes(8, "big")
+            status, _ = request(node.port, "PUT", "/" + cid, body, CHUNK_META, conn=conn)
+            assert status == 201, status
+    finally:
+        conn.close()
+
+
+def clear(node, ids):
+    """DELETE each id (missing ones too), on one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
+    try:
+        for cid in ids:
+            request(node.port, "DELETE", "/" + cid, conn=conn)
+    finally:
+        conn.close()
+
+
+def curl_copy(src, dst, ids):
+    """Copy chunks as an operator would script it: ``curl GET src | curl PUT dst``, one
+    pair of processes per chunk, one chunk after the other."""
+    meta = " ".join(f"-H '{k}: {v}'" for k, v in CHUNK_META.items())
+    for cid in ids:
+        cmd = (f"curl -sSf http://127.0.0.1:{src.port}/{cid} | "
+               f"curl -sSf -o /dev/null -X PUT -T - {meta} http://127.0.0.1:{dst.port}/{cid}")
+        subprocess.run(cmd, shell=True, check=True)

@@ -24,8 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
-from load_send import PASSWORD, chunk_id, fill  # noqa: E402
-from load_servers import NodeServer, admin_htdigest, free_port, run_in_tmp  # noqa: E402
+from load_send import PASSWORD, chunk_id  # noqa: E402
+from load_servers import NodeServer, admin_htdigest, fill, free_port, run_in_tmp  # noqa: E402
 from storage.swap.client import SwapClient  # noqa: E402
 
 MIB = 1 << 20
