@@ -8,8 +8,6 @@ import os
 import time
 from urllib.parse import unquote
 
-import blake3
-
 from storage import accesslog
 from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotFound,
                             CorruptChunk, NoSpace, PermissionDenied, StorageError,
@@ -94,10 +92,6 @@ def _wanted_range(request, size):
 
 def bad_id_reply():  # a fresh Reply each time: replies are mutated when sent
     return Reply(400, body=b"invalid chunk id\n", reason="invalid chunk id")
-
-
-def new_hasher(algo):
-    return streamio.Md5() if algo == "md5" else blake3.blake3()
 
 
 class Upload:
@@ -333,7 +327,7 @@ class RawxApp(AdminRoutes, SendRoutes):
         ec_fragment = put_meta.policy.startswith("ec/") or put_meta.method.is_ec
         if mode == "always" or (mode == "smart" and not ec_fragment) \
                 or not put_meta.announces_hash():
-            hasher = new_hasher(put_meta.method.algo)
+            hasher = chunkmeta.new_hasher(put_meta.method.algo)
         if compressed:
             return CompressedUpload(self, put_meta, writer, hasher, exchange)
         return Upload(self, put_meta, writer, hasher, exchange)
@@ -481,12 +475,12 @@ class RawxApp(AdminRoutes, SendRoutes):
                 return Reply(412, reason="chunk size mismatch")
             if check_hash:
                 expected = request.headers.get(chunkmeta.PREFIX + "chunk-hash") or stored_hash
-                algo = "md5" if len(expected) == 32 else "blake3"
+                algo = chunkmeta.hash_algo(expected)
                 try:
                     if wbits is None:
                         actual = streamio.hash_file(reader.fd, algo)
                     else:
-                        hasher = new_hasher(algo)
+                        hasher = chunkmeta.new_hasher(algo)
                         if compress.hash_inflated(reader.fd, wbits, hasher) != size:
                             return Reply(412, reason="decompressed size mismatch")
                         actual = hasher.hexdigest()

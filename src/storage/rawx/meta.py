@@ -8,7 +8,10 @@ import hashlib
 import re
 from urllib.parse import quote, unquote_to_bytes
 
+import blake3
+
 from storage.errors import BadRequest
+from storage.fast import load
 
 PREFIX = "x-oio-chunk-meta-"
 EXT_PREFIX = "x-oio-ext-"
@@ -43,6 +46,18 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB
 # as the reference uses it), escapes the rest with upper-case hex.
 _PATH_SAFE_EXTRA = "$&+:=@"
 
+
+streamio = load("streamio")
+
+
+def new_hasher(algo):
+    """A fresh hasher of a chunk's data: "md5" (the compiled Md5) or blake3."""
+    return streamio.Md5() if algo == "md5" else blake3.blake3()
+
+
+def hash_algo(chunk_hash):
+    """The algorithm a stored chunk hash was made with: 32 hex digits are MD5."""
+    return "md5" if len(chunk_hash) == 32 else "blake3"
 
 def _unquote(text):
     """Percent-decode header text into bytes. The text is the latin-1 view of the wire

@@ -23,13 +23,11 @@ from urllib.parse import urlsplit
 
 from storage.errors import (BadRequest, ChecksumMismatch, ChunkExists, ChunkNotFound,
                             NoSpace, PermissionDenied, StorageError)
-from storage.fast import load
 from storage.feeds.queue import QueueError
 from storage.rawx import meta as chunkmeta
 from storage.rawxclient import RawxClient, RawxError
 from storage.send.push import Cancelled, CorruptSource, TargetRefused, push_chunk
 
-streamio = load("streamio")
 log = logging.getLogger(__name__)
 
 META_PREFIXES = ("x-oio-chunk-meta-", "x-oio-ext-")
@@ -342,7 +340,7 @@ class RsmcNode:
         except BadRequest as exc:
             body.abandon()
             raise ObjectError(400, f"bad chunk metadata from the source: {exc}") from None
-        hasher = streamio.Md5() if put_meta.method.algo == "md5" else _blake3()
+        hasher = chunkmeta.new_hasher(put_meta.method.algo)
         try:
             writer = self.repo.writer(chunk_id, body.resp.length)
             writer.open()
@@ -437,7 +435,4 @@ def _canonical(name):
     return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
 
-def _blake3():
-    import blake3
-    return blake3.blake3()
 

@@ -11,13 +11,11 @@ target discards what it received.
 """
 import threading
 
-import blake3
-
 from storage.fast import load
 from storage.rawx import compress
+from storage.rawx import meta as chunkmeta
 from storage.rawxclient import RawxError
 
-streamio = load("streamio")
 transfer = load("transfer")
 
 PIECE = 1 << 20  # bytes per HTTP chunk sent to the target
@@ -114,7 +112,7 @@ def push_chunk(client, chunk_id, dest_id, reader, stored, check_cancel=None,
 
 
 def _hasher(stored):
-    return streamio.Md5() if len(stored.get("chunk_hash")) == 32 else blake3.blake3()
+    return chunkmeta.new_hasher(chunkmeta.hash_algo(stored.get("chunk_hash")))
 
 
 def _send_plain(upload, reader, stored, check_cancel):
