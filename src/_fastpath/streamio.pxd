@@ -50,3 +50,7 @@ cdef class Md5:
 # GIL; the caller holds the Md5's lock (_acquire) for the whole update.
 cdef int _md5_update(EVP_MD_CTX *ctx, md5mb_state *state, const void *p,
                      size_t n) noexcept nogil
+
+# A writable, contiguous, non-empty view of buf, in bytes (TypeError or ValueError
+# otherwise): the check of every caller-owned buffer (pump, hash_file, transfer).
+cdef object _byte_view(buf)

@@ -45,7 +45,7 @@ from libc.errno cimport EAGAIN, EBADF, EINTR, EIO, errno
 from libc.math cimport ceil
 
 from _fastpath.md5mb cimport md5mb_state
-from _fastpath.streamio cimport EVP_MD_CTX, Md5, _md5_update
+from _fastpath.streamio cimport EVP_MD_CTX, Md5, _byte_view, _md5_update
 
 __all__ = ["SourceReadError", "SourceTruncated", "send_file"]
 
@@ -286,19 +286,6 @@ cdef int _send_md5(_Send *s, EVP_MD_CTX *ctx, md5mb_state *state) noexcept nogil
         if (ctx != NULL or state != NULL) and \
                 _md5_update(ctx, state, s.buf, s.piece) != 1:
             return FAIL_HASH
-
-
-cdef object _byte_view(buf):
-    """A writable, contiguous, non-empty view of buf, in bytes (the same
-    checks as streamio's pump)."""
-    view = memoryview(buf)
-    if view.readonly:
-        raise TypeError("buf must be a writable bytes-like object")
-    if not view.c_contiguous:
-        raise TypeError("buf must be C-contiguous")
-    if view.nbytes == 0:
-        raise ValueError("buf must not be empty")
-    return view.cast("B")
 
 
 def _wait_seconds(timeout):

@@ -12,6 +12,8 @@ import os
 import select
 import time
 
+from storage.pure.streamio import _byte_view  # the same buffer checks as the pump
+
 __all__ = ["SourceReadError", "SourceTruncated", "send_file"]
 
 _INT_MAX = 2**31 - 1  # poll()'s longest wait, in milliseconds
@@ -24,17 +26,6 @@ class SourceReadError(OSError):
 
 class SourceTruncated(SourceReadError):
     """The file ended before the range did (it shrank, or the range was wrong)."""
-
-
-def _byte_view(buf):
-    view = memoryview(buf)
-    if view.readonly:
-        raise TypeError("buf must be a writable bytes-like object")
-    if not view.c_contiguous:
-        raise TypeError("buf must be C-contiguous")
-    if view.nbytes == 0:
-        raise ValueError("buf must not be empty")
-    return view.cast("B")
 
 
 def _wait_seconds(timeout):
