@@ -4,6 +4,8 @@ import socket
 
 from storage.loop import READ
 
+WOULD_BLOCK = (BlockingIOError, InterruptedError)  # a non-blocking call that must wait
+
 
 class LoopConnection:
     """A connection of ``worker`` on ``loop`` for a protocol ``service``; registered
@@ -26,6 +28,16 @@ class LoopConnection:
 
     def fileno(self):
         return self.fd
+
+    def _recv(self, size):
+        """Up to ``size`` bytes from the socket: b"" at EOF or on a socket error (the
+        peer is gone either way), None when nothing is there yet."""
+        try:
+            return self.sock.recv(size)
+        except WOULD_BLOCK:
+            return None
+        except OSError:
+            return b""
 
     def _watch(self, events):
         """Ask the loop for ``events``; a syscall only when they change."""

@@ -14,13 +14,12 @@ import os
 import time
 
 from storage.loop import READ, WRITE
-from storage.loopconn import LoopConnection
+from storage.loopconn import WOULD_BLOCK, LoopConnection
 from storage.rsmc.commands import Response
 from storage.rsmc.parser import RequestParser, RsmcError
 
 log = logging.getLogger(__name__)
 
-WOULD_BLOCK = (BlockingIOError, InterruptedError)
 READ_SIZE = 64 << 10
 MAX_QUEUED = 8  # whole requests waiting behind the running one (then reading stops)
 BUSY_REASON = "too many transfers in progress, retry later"
@@ -61,12 +60,9 @@ class RsmcConnection(LoopConnection):
 
     # ---- reading -------------------------------------------------------------------
     def on_readable(self):
-        try:
-            data = self.sock.recv(READ_SIZE)
-        except WOULD_BLOCK:
+        data = self._recv(READ_SIZE)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             if self.idle or not self.parser.idle:  # nothing owed, or half a request
                 self.close()

@@ -27,7 +27,7 @@ import time
 
 from storage import swap
 from storage.loop import READ, WRITE
-from storage.loopconn import LoopConnection
+from storage.loopconn import WOULD_BLOCK, LoopConnection
 from storage.swap.files import SEGMENT, Segments, Session, segment_header
 from storage.swap.groups import java_order
 from storage.swap.messages import MessageType, SaslCode
@@ -35,7 +35,6 @@ from storage.swap.messages import MessageType, SaslCode
 log = logging.getLogger(__name__)
 
 T = MessageType
-WOULD_BLOCK = (BlockingIOError, InterruptedError)
 READ_SIZE = 256 << 10
 MAX_JOBS = 64  # request records queued before reading stops
 MAX_OUT = 4 << 20  # reply bytes queued before reading stops
@@ -126,12 +125,9 @@ class SwapConnection(LoopConnection):
 
     # ---- reading -------------------------------------------------------------------
     def on_readable(self):
-        try:
-            data = self.sock.recv(READ_SIZE)
-        except WOULD_BLOCK:
+        data = self._recv(READ_SIZE)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.close()
             return
