@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class Offloader:
-    def __init__(self, loop, threads, buffer_size, name="pump"):
+    def __init__(self, loop, threads, buffer_size, name="pump", max_pending=None):
         self.loop = loop
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
         self.pending = 0  # jobs submitted whose callback has not run yet
+        self.max_pending = max_pending  # None: no bound (see ``full``)
         self.buffer_size = buffer_size
         self._local = threading.local()
         self._done = collections.deque()
@@ -37,6 +38,13 @@ class Offloader:
         if buf is None:
             buf = self._local.buffer = bytearray(self.buffer_size)
         return buf
+
+    @property
+    def full(self):
+        """True when no job may be submitted now: closed, or ``max_pending`` jobs
+        running or waiting for a thread."""
+        return self.closed or (self.max_pending is not None
+                               and self.pending >= self.max_pending)
 
     def submit(self, job, callback):
         """Run ``job()`` on a thread; then ``callback(future)`` on the loop thread."""

@@ -140,7 +140,8 @@ class Worker:
             self.offloader = Offloader(self.loop, config.io_threads, config.buffer_size)
         # SEND transfers: threads of their own (send_concurrency), so that long
         # transfers never take the I/O threads uploads need
-        self.transfers = Offloader(self.loop, config.send_concurrency, 0, name="transfer")
+        self.transfers = Offloader(self.loop, config.send_concurrency, 0, name="transfer",
+                                   max_pending=config.send_concurrency + config.send_queue)
         self._shutdown_at = None
         self._signal = None
 

@@ -43,8 +43,7 @@ class TaskStream:
 
     def start(self):
         """Submit the task; False (nothing started) when the pool's queue is full."""
-        limit = self.conn.config.send_concurrency + self.conn.config.send_queue
-        if self.pool is None or self.pool.closed or self.pool.pending >= limit:
+        if self.pool is None or self.pool.full:
             return False
         self.pool.submit(lambda: self.task.run(self._progress), self._finished)
         self.conn.loop.call_later(self.task.interval, self._tick)

@@ -97,8 +97,7 @@ class RsmcConnection(LoopConnection):
             self._reply(refusal)
             return
         pool = self.worker.transfers
-        limit = self.config.send_concurrency + self.config.send_queue
-        if pool.closed or pool.pending >= limit:
+        if pool.full:
             self._reply(Response(503, BUSY_REASON))
             return
         self.running = item
