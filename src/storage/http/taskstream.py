@@ -31,7 +31,7 @@ BUSY_REASON = "too many transfers in progress, retry later"
 class TaskStream:
     """One running TaskReply on ``conn`` (a storage.http.connection.Connection)."""
 
-    __slots__ = ("conn", "task", "pool", "head_sent", "done", "status")
+    __slots__ = ("conn", "task", "pool", "head_sent", "done")
 
     def __init__(self, conn, task, pool):
         self.conn = conn
@@ -39,7 +39,6 @@ class TaskStream:
         self.pool = pool
         self.head_sent = False
         self.done = False
-        self.status = 0
 
     def start(self):
         """Submit the task; False (nothing started) when the pool's queue is full."""
@@ -101,7 +100,6 @@ class TaskStream:
     def _send_head(self, status, keep_alive):
         conn = self.conn
         self.head_sent = True
-        self.status = status
         keep_alive = keep_alive and conn.keep_alive
         conn.keep_alive = keep_alive
         headers = list(self.task.headers)
