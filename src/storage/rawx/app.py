@@ -22,7 +22,7 @@ from storage.rawx import metrics
 from storage.rawx.admin import AdminRoutes, BufferedBody
 from storage.rawx.ranges import UNSATISFIABLE, parse_range
 from storage.repo import map_os_error
-from storage.send.route import SendRoutes
+from storage.send.route import SendRoutes, query_args
 from storage.stats import COUNTERS, INDEX, ROW
 
 streamio = load("streamio")
@@ -650,8 +650,5 @@ class RawxApp(AdminRoutes, SendRoutes):
 
 def _verbose(query):
     """Whether a query string asks for ``verbose`` (``verbose``, ``verbose=1``...)."""
-    for arg in query.split("&") if query else ():
-        name, _, value = arg.partition("=")
-        if name.lower() == "verbose":
-            return value.lower() not in ("0", "false", "no")
-    return False
+    values = query_args(query).get("verbose")
+    return values is not None and values[0].lower() not in ("0", "false", "no")
