@@ -52,3 +52,17 @@ def test_parse_challenge_takes_any_text(text):
         auth.parse_challenge(text)
     except auth.AuthError:
         pass
+
+
+def test_digest_client_retries_only_what_may_succeed(admin):
+    client = auth.DigestClient("ad\"min", "pa:ss \"w")
+    assert client.authorization("SEND", TARGET) is None  # nothing to answer yet
+    assert not client.challenged(['Basic realm="x"', "\x01junk"])
+    first = [value for _, value in admin.challenge()]
+    assert client.challenged(first)  # the node's first challenge: answer it
+    value = client.authorization("SEND", TARGET)
+    assert admin.check("SEND", TARGET, value).ok
+    assert 'nc=00000002' in client.authorization("SEND", TARGET)
+    assert not client.challenged([v for _, v in admin.challenge()])  # refused: give up
+    assert client.challenged([v for _, v in admin.challenge(stale=True)])  # new nonce
+    assert "nc=00000001" in client.authorization("SEND", TARGET)

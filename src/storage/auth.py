@@ -509,3 +509,43 @@ def digest_authorization(challenge, user, password, method, uri, nc, cnonce):
 
 def _quote(text):
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class DigestClient:
+    """The client side of one Digest session (``storage-node send``, ``rsmc``): it
+    answers the node's challenge, counting nc up on the same nonce, and tells whether
+    a 401 is worth another try (a first challenge, or a stale nonce) or means the
+    credentials themselves are wrong."""
+
+    def __init__(self, user, password):
+        self.user = user
+        self.password = password
+        self._challenge = None  # the Digest params the node sent last
+        self._nc = 0
+
+    def authorization(self, method, uri):
+        """The Authorization value for the next request, None before a challenge."""
+        if self._challenge is None:
+            return None
+        self._nc += 1
+        return digest_authorization(self._challenge, self.user, self.password, method, uri,
+                                    self._nc, os.urandom(8).hex())
+
+    def challenged(self, values):
+        """A 401's WWW-Authenticate values: True when a retry may succeed (the node's
+        first challenge, or stale=true), False when there is nothing to answer or the
+        credentials were refused. Malformed challenges are skipped."""
+        digest = []
+        for value in values or ():
+            try:
+                scheme, params = parse_challenge(value)
+            except AuthError:
+                continue
+            if scheme == "digest":
+                digest.append(params)
+        if not digest:
+            return False
+        if self._challenge is not None and digest[0].get("stale", "").lower() != "true":
+            return False
+        self._challenge, self._nc = digest[0], 0
+        return True

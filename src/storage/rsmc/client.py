@@ -6,7 +6,6 @@ challenges (off loopback).
     reply = client.request("ERASE", "/", ["ID1", "ID2"])
     reply.code, reply.objects  # 207, [("ID1", 204, "No Content"), ...]
 """
-import os
 import socket
 
 from storage import auth
@@ -45,8 +44,7 @@ class RsmcClient:
         self.timeout = timeout
         self._sock = None
         self._file = None
-        self._challenge = None
-        self._nc = 0
+        self._digest = auth.DigestClient(user, password or "") if user else None
 
     def close(self):
         if self._sock is not None:
@@ -57,29 +55,17 @@ class RsmcClient:
     def request(self, command, argument="", items=None, headers=None):
         """One request; ``items``: the list lines (RECEIVE, SEND, ERASE). A 401 with
         a Digest challenge is answered once (with credentials)."""
-        for _ in range(2):
+        for _ in range(2):  # no credentials yet (or a stale nonce) -> challenge
             fields = dict(headers or {})
-            value = self._authorization(command, argument)
+            value = self._digest and self._digest.authorization(command, argument)
             if value:
                 fields["Authorization"] = value
             reply = self._exchange(command, argument, items, fields,
                                    objects=len(items) if items is not None else 1)
-            if reply.code != 401 or not self.user:
+            if reply.code != 401 or self._digest is None or \
+                    not self._digest.challenged(reply.header("WWW-Authenticate")):
                 return reply
-            challenges = [auth.parse_challenge(v) for v in reply.header("WWW-Authenticate")]
-            digest = [params for scheme, params in challenges if scheme == "digest"]
-            if not digest or (self._challenge is not None
-                              and digest[0].get("stale", "").lower() != "true"):
-                return reply
-            self._challenge, self._nc = digest[0], 0
         return reply
-
-    def _authorization(self, command, argument):
-        if self._challenge is None or not self.user:
-            return None
-        self._nc += 1
-        return auth.digest_authorization(self._challenge, self.user, self.password or "",
-                                         command, argument, self._nc, os.urandom(8).hex())
 
     def _connect(self):
         if self._sock is None:

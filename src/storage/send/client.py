@@ -7,7 +7,6 @@ connection. Later requests reuse the nonce with the next nonce count, so a batch
 chunks costs one 401 in all; a ``stale=true`` refusal gets a fresh nonce silently.
 """
 import http.client
-import os
 import re
 from urllib.parse import urlsplit
 
@@ -53,7 +52,7 @@ class SendClient:
         self.password = password
         self.timeout = timeout
         self._conn = None
-        self._digest = None  # (challenge params, next nc) once the node challenged us
+        self._digest = auth.DigestClient(user, password)
 
     def close(self):
         if self._conn is not None:
@@ -69,28 +68,13 @@ class SendClient:
             headers["Castor-System-Auth"] = remote_auth
         for _ in range(3):  # no credentials yet -> challenge -> (stale -> challenge)
             status, challenges, body = self._request(uri, headers)
-            if status != 401 or not challenges:
+            if status != 401 or not self._digest.challenged(challenges):
                 return _result(status, body)
-            digest = [c for c in challenges if c[0] == "digest"]
-            if not digest:
-                return _result(status, body)
-            params = digest[0][1]
-            if self._digest is not None and params.get("stale", "").lower() != "true":
-                return _result(status, body)  # our credentials themselves were refused
-            self._digest = [params, 1]
         return _result(status, body)
-
-    def _authorization(self, uri):
-        if self._digest is None:
-            return None
-        params, nc = self._digest
-        self._digest[1] = nc + 1
-        return auth.digest_authorization(params, self.user, self.password, "SEND", uri, nc,
-                                         os.urandom(8).hex())
 
     def _request(self, uri, headers):
         headers = dict(headers)
-        value = self._authorization(uri)
+        value = self._digest.authorization("SEND", uri)
         if value:
             headers["Authorization"] = value
         for attempt in (0, 1):
@@ -111,13 +95,7 @@ class SendClient:
                 continue  # a kept-alive connection the node had closed: once more
             if resp.will_close:
                 self.close()
-            challenges = []
-            for value in resp.msg.get_all("WWW-Authenticate") or ():
-                try:
-                    challenges.append(auth.parse_challenge(value))
-                except auth.AuthError:
-                    pass
-            return resp.status, challenges, body
+            return resp.status, resp.msg.get_all("WWW-Authenticate"), body
         raise AssertionError("unreachable")
 
 
