@@ -146,29 +146,26 @@ class Worker:
         self._signal = None
 
     def accepted(self, sock, peer, tls_context=None):
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        """An HTTP connection (TLS on the TLS listener)."""
         if tls_context is None:
-            conn = Connection(sock, peer_text, self.loop, self.app, self)
+            self._admit(sock, peer, lambda s, p: Connection(s, p, self.loop, self.app, self))
         else:
-            conn = tls.TlsConnection(sock, peer_text, self.loop, self.app, self, tls_context)
-        self.connections.add(conn)
-        self.stats.gauge_add("connections", 1)
+            self._admit(sock, peer, lambda s, p: tls.TlsConnection(s, p, self.loop, self.app,
+                                                                   self, tls_context))
 
     def accepted_rsmc(self, sock, peer, tls_context=None):
-        sock.setblocking(False)
-        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn = RsmcConnection(sock, peer_text, self.loop, self, self.rsmc)
-        self.connections.add(conn)
-        self.stats.gauge_add("connections", 1)
+        self._admit(sock, peer, lambda s, p: RsmcConnection(s, p, self.loop, self, self.rsmc))
 
     def accepted_swap(self, sock, peer, tls_context=None):
+        self._admit(sock, peer, lambda s, p: SwapConnection(s, p, self.loop, self, self.swap))
+
+    def _admit(self, sock, peer, make):
+        """An accepted socket: non-blocking, no Nagle delay (every protocol here answers
+        requests), its connection made by ``make(sock, peer text)`` and counted."""
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn = SwapConnection(sock, peer_text, self.loop, self, self.swap)
-        self.connections.add(conn)
+        self.connections.add(make(sock, peer_text))
         self.stats.gauge_add("connections", 1)
 
     def connection_closed(self, conn):
