@@ -4,12 +4,15 @@ feed whose filter matches it, and a delivery process works through the queue.
 - ``config``: the TOML feed definitions (``feeds_config``);
 - ``queue``: the durable queue (SQLite, WAL) on the volume;
 - ``deliver``: the delivery process the master forks;
+- ``storage.send.feeds``: the feed form of SEND, which waits on this queue;
 - this module: ``FeedRecorder``, what request handlers call at the moment a chunk's
   201 or 204 is decided, before the reply goes out, and what ``/stat`` and a verbose
   HEAD read.
 """
+import contextlib
 import email.utils
 import logging
+import threading
 import time
 from urllib.parse import unquote_to_bytes
 
@@ -43,9 +46,24 @@ class FeedRecorder:
         self.volume_id = config.listen
         self.service_id = config.service_id
         self.queue = queue or FeedQueue(config.docroot, durable=config.fsync)
+        self._docroot = config.docroot
+        self._durable = config.fsync
+        self._side = None  # the I/O threads' connection (feed SEND), opened on first use
+        self._side_lock = threading.Lock()
 
     def close(self):
         self.queue.close()
+        if self._side is not None:
+            self._side.close()
+
+    @contextlib.contextmanager
+    def side_queue(self):
+        """The queue for an I/O thread (feed SEND), one user at a time: its own
+        connection, so its transactions never interleave with the loop's."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = FeedQueue(self._docroot, durable=self._durable)
+            yield self._side
 
     def _rows(self, stored, reqid, op):
         path = decoded_path(stored.fullpath)

@@ -140,6 +140,21 @@ class FeedQueue:
         except sqlite3.Error as exc:
             raise QueueError(f"feeds queue {self.path}: {exc}") from None
 
+    def hurry(self, chunk_id, feeds, now=None):
+        """Make the pending rows of ``chunk_id`` for ``feeds`` due now (a feed SEND):
+        a row waiting out its own backoff is tried at the next turn; the feed's own
+        pause, while its target fails, still holds."""
+        if not feeds:
+            return
+        now = time.time() if now is None else now
+        marks = ",".join("?" * len(feeds))
+        try:
+            self.db.execute(f"UPDATE queue SET next_at = ? WHERE chunk_id = ? AND state = 0 "
+                            f"AND next_at > ? AND feed IN ({marks})",
+                            (now, chunk_id, now) + tuple(feeds))
+        except sqlite3.Error as exc:
+            raise QueueError(f"feeds queue {self.path}: {exc}") from None
+
     # ---- reading (status) ----------------------------------------------------------------
     def status(self, chunk_id):
         """{feed id: (state, code, updated)} of a chunk's rows."""

@@ -606,7 +606,10 @@ class Connection:
 
     # ---- a TaskReply ---------------------------------------------------------------
     def _start_task(self, task):
-        stream = TaskStream(self, task, self.worker.transfers)
+        pool = self.worker.transfers
+        if task.light and self.worker.offloader is not None:
+            pool = self.worker.offloader
+        stream = TaskStream(self, task, pool)
         if not stream.start():
             task.cancel()  # never run: it releases what it holds
             self.send_reply(Reply(503, [("Retry-After", "5")],

@@ -88,22 +88,37 @@ class Exchange:
 
 class TaskOutcome:
     """How a ``TaskReply`` ended: the status, the body lines (str, each sent with a
-    trailing newline; the last one is what line-reading clients look at) and the
-    trailer fields [(name, value)]."""
+    trailing newline; the last one is what line-reading clients look at), the
+    trailer fields [(name, value)], and ``headers`` [(name, value)] for the head when
+    it was not sent yet."""
 
-    __slots__ = ("status", "lines", "trailers")
+    __slots__ = ("status", "lines", "trailers", "headers")
 
-    def __init__(self, status, lines=(), trailers=()):
+    def __init__(self, status, lines=(), trailers=(), headers=()):
         self.status = status
         self.lines = list(lines)
         self.trailers = list(trailers)
+        self.headers = list(headers)
+
+
+class TaskWait:
+    """What a stepped task's ``run`` returns when it is not finished: run it again in
+    ``after`` seconds (its thread is free meanwhile). ``headers`` [(name, value)],
+    when given, go out now in a 200 head (the head is sent at once)."""
+
+    __slots__ = ("after", "headers")
+
+    def __init__(self, after, headers=None):
+        self.after = after
+        self.headers = headers
 
 
 class TaskReply:
     """A reply decided by a long blocking task (SEND) that runs on the worker's
     transfer threads while the client waits.
 
-    ``run(progress)`` runs on a transfer thread and returns a ``TaskOutcome``. It
+    ``run(progress)`` runs on a transfer thread and returns a ``TaskOutcome``, or a
+    ``TaskWait`` to be run again later (a task that waits for others' work). It
     calls ``progress()`` (from its thread) once the outcome cannot be known before
     the reply must start (a transfer began): the head goes out then with status 200,
     as it does after ``interval`` seconds without an outcome. Until then an outcome
@@ -111,13 +126,16 @@ class TaskReply:
     every ``interval`` seconds, then the outcome's lines and trailers. ``cancel()``
     is called on the loop thread when the client leaves or the connection times
     out; ``run`` must then end soon, leaving nothing half done. ``headers``
-    [(name, value)] and ``fields`` (encoded header lines) go in the head."""
+    [(name, value)] and ``fields`` (encoded header lines) go in the head. A ``light``
+    task's steps are short and run on the I/O threads instead of the transfer
+    threads, which long transfers may hold."""
 
-    __slots__ = ("run", "cancel", "headers", "fields", "interval")
+    __slots__ = ("run", "cancel", "headers", "fields", "interval", "light")
 
-    def __init__(self, run, cancel, headers=(), fields=b"", interval=5.0):
+    def __init__(self, run, cancel, headers=(), fields=b"", interval=5.0, light=False):
         self.run = run
         self.cancel = cancel
         self.headers = headers
         self.fields = fields
         self.interval = interval
+        self.light = light

@@ -10,6 +10,9 @@ Timeline of one reply:
   transfer began) or ``interval`` seconds passed, whichever comes first; then a
   newline chunk every ``interval`` seconds.
 - The outcome's lines and trailers end the chunked body.
+A stepped task (feed SEND) returns ``TaskWait`` until it is done: each step runs on a
+pool thread, the thread is free between steps, and a step may send the head at once
+with headers of its own.
 A chunked reply whose outcome is an error ends the connection (``Connection: close``
 in the head when the status is known; closed after the trailers otherwise): some
 clients read an error body by Content-Length only and would desynchronize.
@@ -18,7 +21,7 @@ import logging
 import time
 
 from storage.fast import load
-from storage.http.reply import TaskOutcome
+from storage.http.reply import TaskOutcome, TaskWait
 from storage.http.response import build_head
 
 chunked = load("chunked")
@@ -44,9 +47,13 @@ class TaskStream:
         """Submit the task; False (nothing started) when the pool's queue is full."""
         if self.pool is None or self.pool.full:
             return False
-        self.pool.submit(lambda: self.task.run(self._progress), self._finished)
+        self._submit()
         self.conn.loop.call_later(self.task.interval, self._tick)
         return True
+
+    def _submit(self):
+        if not self.done and not self.conn.closed:
+            self.pool.submit(lambda: self.task.run(self._progress), self._finished)
 
     # ---- events (loop thread) ------------------------------------------------------
     def _progress(self):  # on the transfer thread
@@ -72,10 +79,15 @@ class TaskStream:
             outcome = TaskOutcome(500, ["internal error"])
         if self.done or self.conn.closed:
             return
+        if type(outcome) is TaskWait:
+            if outcome.headers is not None and not self.head_sent:
+                self._send_head(200, keep_alive=True, extra=outcome.headers)
+            self.conn.loop.call_later(outcome.after, self._submit)
+            return
         self.done = True
         error = outcome.status >= 400
         if not self.head_sent:
-            self._send_head(outcome.status, keep_alive=not error)
+            self._send_head(outcome.status, keep_alive=not error, extra=outcome.headers)
         tail = b"".join(chunked.encode_chunk((line + "\n").encode("utf-8", "replace"))
                         for line in outcome.lines)
         trailers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in outcome.trailers]
@@ -97,12 +109,13 @@ class TaskStream:
                 log.exception("cancelling a transfer task failed")
 
     # ---- output --------------------------------------------------------------------
-    def _send_head(self, status, keep_alive):
+    def _send_head(self, status, keep_alive, extra=()):
         conn = self.conn
         self.head_sent = True
         keep_alive = keep_alive and conn.keep_alive
         conn.keep_alive = keep_alive
         headers = list(self.task.headers)
+        headers += extra
         exchange = conn.exchange
         if exchange is not None:
             if exchange.reqid:

@@ -1,11 +1,13 @@
-"""``SEND /<ID>?admin`` on the RAWX port (spec send.md, legacy form), mixed into
+"""``SEND /<ID>?admin`` on the RAWX port (spec send.md: the legacy form, and the feed
+form in ``storage.send.feeds``), mixed into
 RawxApp: the admin check shared by every admin HTTP route, the request headers, and
 the TaskReply that runs the transfer on the worker's transfer threads."""
 import logging
 import re
 
 from storage.errors import BadRequest
-from storage.http.reply import Reply, TaskReply
+from storage.http.reply import Reply, TaskOutcome, TaskReply
+from storage.send import feeds
 from storage.send.legacy import LegacySend
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,8 @@ class SendRoutes:
         refusal = self.admin_refusal(request)
         if refusal is not None:
             return refusal
-        if "feedid" in args or "feedtype" in args:
-            return Reply(501, body=b"feed SEND needs feeds, which this node does not run\n",
-                         reason="feed SEND not available")
+        if feeds.is_feed_send(args):
+            return self._feed_send(chunk_id, args, exchange)
         headers = request.headers
         cluster = headers.get("castor-system-cluster", "").strip()
         target = headers.get("castor-system-target", "")
@@ -87,3 +88,17 @@ class SendRoutes:
                          self.config.send_timeout)
         return TaskReply(job.run, job.cancel, fields=fields,
                          interval=self.config.keepalive_interval)
+
+    def _feed_send(self, chunk_id, args, exchange):
+        recorder = self.feeds
+        selected = feeds.select_feeds(args, recorder.feeds if recorder else ())
+        timeout = feeds.parse_timeout(args, self.config.feed_send_timeout)
+        force = feeds.parse_force(args)
+        reader, stored, fields = self._open(chunk_id, exchange)
+        reader.close()
+        if not selected:  # no feed matches: 200 and no status at all
+            return TaskReply(lambda progress: TaskOutcome(200), lambda: None,
+                             fields=fields, light=True)
+        job = feeds.FeedSend(recorder, chunk_id, stored, selected, timeout, force)
+        return TaskReply(job.run, job.cancel, fields=fields,
+                         interval=self.config.keepalive_interval, light=True)
