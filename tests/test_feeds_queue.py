@@ -116,3 +116,21 @@ def test_prepare_with_no_feed_left_drops_every_row(fq):
     fq.record([(cid(1), 1, NEW, None), (cid(1), 2, NEW, None)])
     assert fq.prepare_feeds([]) == {1: 1, 2: 1}
     assert fq.counts() == {} and fq.status(cid(1)) == {}
+
+
+def test_backfill_marks_cursor_and_never_overwrites_a_recorded_row(fq):
+    fq.record([(cid(1), 1, DELETED, None)])  # a request's row: it wins
+    assert fq.new_feeds([1, 2]) == [2]
+    fq.prepare_feeds([1, 2])
+    assert fq.new_feeds([1, 2]) == []
+    fq.start_backfill([2, 1])
+    assert set(fq.backfills()) == {1, 2} and fq.backfills()[1][0] is None
+    assert fq.backfill_step(1, [cid(1), cid(2), cid(3)], "00A") == 2
+    assert fq.backfills()[1][0] == "00A" and fq.backfills()[1][2] == 2
+    assert fq.due(1, 10)[0][:2] == (cid(1), DELETED)  # not turned into a NEW
+    assert fq.counts()[1][0] == 3
+    assert fq.backfill_step(1, [cid(3)], "00B") == 0  # queued already
+    fq.backfill_step(1, [], None, finished=True)
+    assert set(fq.backfills()) == {2}
+    fq.prepare_feeds([1])  # feed 2 goes away: so does its backfill
+    assert fq.backfills() == {}

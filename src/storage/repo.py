@@ -161,8 +161,21 @@ class FsChunkRepo:
         width = self.hash_width
         return [chunk_id[i * width:(i + 1) * width] for i in range(self.hash_depth)]
 
+    def leaf_dirs(self):
+        """Relative paths of the leaf hash directories, in hex order ("" when the
+        layout has no hash directory)."""
+        return self._leaf_dirs()
+
+    def chunk_ids_in(self, leaf):
+        """The chunk ids in leaf hash directory ``leaf``, sorted; [] if it is gone."""
+        directory = os.path.join(self.docroot, leaf) if leaf else self.docroot
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return []
+        return sorted(n for n in names if 24 <= len(n) <= 64 and _is_hex_upper(n))
+
     def _leaf_dirs(self, base="", level=0):
-        """Relative paths of the leaf hash directories, in hex order."""
         if level == self.hash_depth:
             yield base
             return
@@ -191,12 +204,7 @@ class FsChunkRepo:
                 continue
             if len(ids) >= wanted:
                 return ids, True, leaf
-            directory = os.path.join(self.docroot, leaf) if leaf else self.docroot
-            try:
-                names = os.listdir(directory)
-            except OSError:
-                continue
-            ids.extend(sorted(n for n in names if 24 <= len(n) <= 64 and _is_hex_upper(n)))
+            ids.extend(self.chunk_ids_in(leaf))
         return ids, False, ""
 
 

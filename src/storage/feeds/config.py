@@ -27,7 +27,7 @@ _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _TUBE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                         "-+/;.$_()")
 KEYS = {"type", "target", "prefix", "deletes", "endpoint", "tube", "concurrency",
-        "retry_max"}
+        "retry_max", "backfill"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Feed:
     tube: str = DEFAULT_TUBE
     concurrency: int = DEFAULT_CONCURRENCY  # deliveries at once (ours)
     retry_max: float = DEFAULT_RETRY_MAX  # seconds (ours)
+    backfill: bool = True  # a new feed is owed the chunks already stored (ours)
     address: tuple = ()
     bucket: str = ""
     key_prefix: str = ""
@@ -136,6 +137,9 @@ def _feed(fid, table, name):
     deletes = table.get("deletes", False)
     if not isinstance(deletes, bool):
         raise ConfigError(f"{name}: deletes must be true or false")
+    backfill = table.get("backfill", True)
+    if not isinstance(backfill, bool):
+        raise ConfigError(f"{name}: backfill must be true or false")
     concurrency = table.get("concurrency", DEFAULT_CONCURRENCY)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) \
             or not 1 <= concurrency <= 64:
@@ -145,7 +149,7 @@ def _feed(fid, table, name):
             or not 0.1 <= retry_max <= 86400:
         raise ConfigError(f"{name}: retry_max must be a number of seconds in 0.1..86400")
     fields = dict(id=fid, type=kind, target=target, prefix=text("prefix"), deletes=deletes,
-                  concurrency=concurrency, retry_max=float(retry_max))
+                  concurrency=concurrency, retry_max=float(retry_max), backfill=backfill)
     endpoint = text("endpoint")
     tube = text("tube", DEFAULT_TUBE)
     if endpoint and kind != "s3backup":

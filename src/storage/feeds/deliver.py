@@ -15,6 +15,8 @@ Per feed:
   the storage.chunk.new (or .deleted) event recorded with the request;
 - s3backup: not built yet; its rows wait in the queue.
 
+A feed the queue has never seen is owed the chunks stored before it (``backfill``).
+
 Retries: a failed delivery is due again after an exponential backoff with jitter
 (0.5 s doubling up to the feed's ``retry_max``). While a feed's target keeps failing,
 the feed itself backs off the same way and sends one probe at a time; after
@@ -38,6 +40,7 @@ import threading
 import time
 
 from storage.errors import ChunkNotFound, StorageError
+from storage.feeds.backfill import Backfill
 from storage.feeds.queue import DELETED, DIRECTORY, FeedQueue
 from storage.rawx import meta as chunkmeta
 from storage.rawxclient import RawxClient, RawxError
@@ -288,6 +291,7 @@ class Deliverer:
     def __init__(self, config):
         self.config = config
         self.stopping = False
+        self.stop_event = threading.Event()  # for the backfill thread
         self.results = queuemod.SimpleQueue()
         self.repo = FsChunkRepo(config.docroot, config.hash_width, config.hash_depth)
         self.runners = []
@@ -296,6 +300,7 @@ class Deliverer:
 
     def _on_signal(self, signum, frame):
         self.stopping = True
+        self.stop_event.set()
 
     def _make_target(self, feed):
         timeout = self.config.send_timeout
@@ -333,8 +338,14 @@ class Deliverer:
             return
         self.fqueue = FeedQueue(self.config.docroot, checkpoints=True)
         feeds = self.config.feeds
+        new = set(self.fqueue.new_feeds([f.id for f in feeds]))
         for fid, count in self.fqueue.prepare_feeds([f.id for f in feeds]).items():
             log.warning("feed %d is no longer defined: %d queued rows dropped", fid, count)
+        self.fqueue.start_backfill([f.id for f in feeds if f.id in new and f.backfill])
+        backfills = self.fqueue.backfills()
+        if backfills:
+            Backfill(self.config, self.repo, [f for f in feeds if f.id in backfills],
+                     self.stop_event).start()
         for feed in feeds:
             if feed.kind == "s3backup":  # not built yet (the master said so at start)
                 continue

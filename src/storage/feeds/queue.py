@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS counts (
     errors INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'ok'
 );
+CREATE TABLE IF NOT EXISTS backfill (
+    feed INTEGER PRIMARY KEY,       -- a feed whose older chunks are being queued
+    cursor TEXT,                    -- the last hash directory done (NULL: none yet)
+    started REAL NOT NULL,
+    queued INTEGER NOT NULL DEFAULT 0
+);
 CREATE TRIGGER IF NOT EXISTS queue_insert AFTER INSERT ON queue WHEN NEW.state = 0
 BEGIN
     INSERT INTO counts (feed, pending) VALUES (NEW.feed, 1)
@@ -184,6 +190,7 @@ class FeedQueue:
                 gone[feed] = count
             db.execute(f"DELETE FROM queue WHERE feed NOT IN ({marks})", tuple(feed_ids))
             db.execute(f"DELETE FROM counts WHERE feed NOT IN ({marks})", tuple(feed_ids))
+            db.execute(f"DELETE FROM backfill WHERE feed NOT IN ({marks})", tuple(feed_ids))
             for fid in feed_ids:
                 db.execute("INSERT OR IGNORE INTO counts (feed) VALUES (?)", (fid,))
             db.execute("UPDATE counts SET state = 'ok', pending = (SELECT COUNT(*) FROM "
@@ -193,6 +200,47 @@ class FeedQueue:
             raise
         db.execute("COMMIT")
         return gone
+
+    def new_feeds(self, feed_ids):
+        """The feeds of ``feed_ids`` this queue has never seen (no counts row yet):
+        ask it before ``prepare_feeds``."""
+        known = {row[0] for row in self.db.execute("SELECT feed FROM counts")}
+        return [fid for fid in feed_ids if fid not in known]
+
+    # ---- backfill (the delivery process's scan thread) ----------------------------------
+    def start_backfill(self, feed_ids, now=None):
+        """Mark ``feed_ids`` as to be backfilled from the first hash directory."""
+        now = time.time() if now is None else now
+        self.db.executemany("INSERT OR IGNORE INTO backfill (feed, started) VALUES (?, ?)",
+                            [(fid, now) for fid in feed_ids])
+
+    def backfills(self):
+        """{feed id: (cursor or None, started, queued)} of the unfinished backfills."""
+        return {feed: (cursor, started, queued) for feed, cursor, started, queued in
+                self.db.execute("SELECT feed, cursor, started, queued FROM backfill")}
+
+    def backfill_step(self, feed, rows, cursor, finished=False, now=None):
+        """Queue ``rows`` [chunk_id] of a backfill for ``feed`` (NEW, but never over a
+        row a request recorded) and move its cursor, in one transaction; ``finished``
+        ends the backfill. -> rows actually queued."""
+        now = time.time() if now is None else now
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.executemany("INSERT OR IGNORE INTO queue (chunk_id, feed, op, state, "
+                                 "next_at, updated) VALUES (?, ?, 0, 0, ?, ?)",
+                                 [(cid, feed, now, now) for cid in rows])
+            added = max(cur.rowcount, 0)  # the rows inserted (a trigger's are not counted)
+            if finished:
+                db.execute("DELETE FROM backfill WHERE feed = ?", (feed,))
+            else:
+                db.execute("UPDATE backfill SET cursor = ?, queued = queued + ? "
+                           "WHERE feed = ?", (cursor, added, feed))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return added
 
     def due(self, feed, limit, now=None):
         """Up to ``limit`` pending rows of ``feed`` whose time has come, oldest first:

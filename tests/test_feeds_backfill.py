@@ -1,0 +1,106 @@
+"""Backfill: a feed added to a volume that already holds chunks is owed them (real
+nodes, a real volume; storage.feeds.backfill)."""
+import signal
+import threading
+
+from feedsutil import chunk_id, pending, replication, stat, wait_delivery_pid, wait_for
+from storage import config as configmod
+from storage.feeds.backfill import Backfill
+from storage.feeds.config import parse_text
+from storage.feeds.queue import FeedQueue
+from storage.repo import FsChunkRepo
+
+MINE = {"X-oio-Chunk-Meta-Full-Path": "mine/cont/obj/1/0123456789ABCDEF0123456789ABCDEF"}
+OTHER = {"X-oio-Chunk-Meta-Full-Path": "other/cont/obj/1/0123456789ABCDEF0123456789ABCDEF"}
+
+
+def add_feeds(node, path, text):
+    path.write_text(text)
+    with open(node.conf_path, "a") as conf:
+        conf.write(f"feeds_config {path}\n")
+
+
+def test_a_new_feed_gets_the_older_chunks_that_match(node_factory, tmp_path):
+    target = node_factory(sub="t", namespace="DRNS")
+    node = node_factory(sub="src")
+    mine = [chunk_id(100 + i) for i in range(40)]
+    other = [chunk_id(200 + i) for i in range(10)]
+    for cid in mine:
+        assert node.put(cid, cid.encode(), MINE)[0] == 201
+    for cid in other:
+        assert node.put(cid, cid.encode(), OTHER)[0] == 201
+    node.stop()
+    add_feeds(node, tmp_path / "feeds.toml", replication(1, target, prefix="mine/"))
+    node.start()
+    assert wait_for(lambda: stat(node)["feed.1.done"] == str(len(mine)), 30)
+    assert pending(node, 1) == 0
+    for cid in mine:
+        assert target.request("GET", f"/{cid}")[2] == cid.encode()
+    for cid in other:
+        assert target.request("HEAD", f"/{cid}")[0] == 404
+    assert "feed 1: backfill done, 40 chunks queued" in node.stderr_path.read_text()
+    # a restart does not backfill again: the feed is known
+    node.stop()
+    node.start()
+    assert wait_for(lambda: "delivering feed 1" in node.stderr_path.read_text())
+    assert stat(node)["feed.1.done"] == str(len(mine))
+    assert node.stderr_path.read_text().count("backfill starts") == 1
+
+
+def test_backfill_false_owes_only_the_new_chunks(node_factory, tmp_path):
+    target = node_factory(sub="t", namespace="DRNS")
+    node = node_factory(sub="src")
+    assert node.put(chunk_id(1), b"old")[0] == 201
+    node.stop()
+    add_feeds(node, tmp_path / "feeds.toml", replication(1, target, backfill=False))
+    node.start()
+    assert node.put(chunk_id(2), b"new")[0] == 201
+    assert wait_for(lambda: target.request("HEAD", f"/{chunk_id(2)}")[0] == 200)
+    assert target.request("HEAD", f"/{chunk_id(1)}")[0] == 404
+    assert stat(node)["feed.1.done"] == "1"
+
+
+def test_a_feed_added_by_sighup_is_backfilled(node_factory, tmp_path):
+    first = node_factory(sub="t1", namespace="DRNS")
+    second = node_factory(sub="t2", namespace="DRNS")
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(replication(1, first))
+    node = node_factory(sub="src", feeds_config=str(feeds))
+    ids = [chunk_id(300 + i) for i in range(5)]
+    for cid in ids:
+        assert node.put(cid, b"before feed 2")[0] == 201
+    old = wait_delivery_pid(node)
+    feeds.write_text(replication(1, first) + replication(2, second))
+    node.proc.send_signal(signal.SIGHUP)
+    wait_delivery_pid(node, old=old)
+    assert wait_for(lambda: all(second.request("HEAD", f"/{c}")[0] == 200 for c in ids), 30)
+    assert stat(node)["feed.1.done"] == "5"  # feed 1 is not queued again
+
+
+def test_the_scan_resumes_after_its_cursor(tmp_path):
+    """A scan stopped part way (its cursor in the queue) goes on after the last
+    directory it finished, and never queues one twice."""
+    docroot = tmp_path / "vol"
+    docroot.mkdir()
+    repo = FsChunkRepo(str(docroot), 3, 1)
+    ids = ["%03X" % n + "0" * 61 for n in (0x001, 0x00A, 0xA00, 0xFFF)]
+    for cid in ids:
+        writer = repo.writer(cid)
+        writer.open()
+        writer.write(b"data")
+        writer.set_attrs({"user.oio.content.fullpath:" + cid: b"a/c/o/1/0123"})
+        writer.commit()
+    conf = tmp_path / "rawx.conf"
+    conf.write_text(f"listen 127.0.0.1:6009\nnamespace OPENIO\ndocroot {docroot}\n")
+    config = configmod.load(str(conf))
+    feed = parse_text('[feed.1]\ntype = "replication"\ntarget = "http://127.0.0.1:9"\n')[0]
+    fq = FeedQueue(str(docroot))
+    fq.start_backfill([1])
+    fq.backfill_step(1, [ids[0]], "001")  # as if stopped after the first directory
+    scan = Backfill(config, repo, [feed], threading.Event())
+    scan.run()
+    assert fq.backfills() == {}  # finished
+    queued = sorted(row[0] for row in fq.due(1, 100))
+    assert queued == sorted(ids)
+    assert fq.counts()[1][0] == 4
+    fq.close()
