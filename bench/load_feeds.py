@@ -12,12 +12,17 @@
      B (the target) and beanstalkd stand in for other machines: they run at nice 10
      too, yet they share A's two cores, so this ratio still counts part of the
      copy's work that a real target does elsewhere.
+3. Memory while chunks are pending: 100,000 chunks of 4 KiB PUT on a node whose
+   three feeds (replication, indexing, s3backup) all point at 127.0.0.1 ports where
+   nothing listens, so every row stays pending; the RSS of the workers and of the
+   delivery process after 10,000 and after 100,000, and the queue's size on disk.
+   Then the replication target comes up and the delivery drains for 10 s: its peak.
 2. Drain rate of a replication feed (A -> B, feed concurrency 4): chunks of 64 KiB
    and 1 MiB stored on A while the delivery is paused, then timed from SIGCONT until
    ``/stat`` shows ``feed.1.pending 0``; against ``curl GET A | curl PUT B`` over the
    same chunks, one after the other (what an operator would script).
 
-    .venv/bin/python bench/load_feeds.py [--quick | --smoke] [--repeat N]
+    .venv/bin/python bench/load_feeds.py [--quick | --smoke] [--repeat N] [--pending N]
 
 ``--smoke`` only checks that it runs (a fraction of a second per step).
 
@@ -41,7 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
 from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
-                          process_tree, request)
+                          memory_kib, process_tree, request)
 
 KIB, MIB = 1 << 10, 1 << 20
 
@@ -202,44 +207,124 @@ def drain(a, b, size, count, repeat, base):
     return statistics.median(rates["feed"]), statistics.median(rates["curl"])
 
 
+def dead_feeds(path, dead_port):
+    """Three feeds whose targets are 127.0.0.1 ports where nothing listens."""
+    with open(path, "w") as f:
+        f.write(f'[feed.1]\ntype = "replication"\ntarget = "http://127.0.0.1:{dead_port}"\n'
+                'retry_max = 2\n'
+                f'[feed.2]\ntype = "indexing"\ntarget = "beanstalk://127.0.0.1:{dead_port}"\n'
+                '[feed.3]\ntype = "s3backup"\ntarget = "s3://bench-bucket/chunks"\n'
+                f'endpoint = "http://127.0.0.1:{dead_port}"\n')
+    return path
+
+
+def rss_mib(node):
+    """(largest worker RSS, delivery process RSS, delivery peak) in MiB."""
+    delivery = delivery_pid(node)
+    workers = [pid for pid in process_tree(node.proc.pid)[1:] if pid != delivery]
+    worker = max((memory_kib(pid) or (0, 0))[0] for pid in workers)
+    rss, peak = memory_kib(delivery) or (0, 0)
+    return worker / 1024, rss / 1024, peak / 1024
+
+
+def queue_mib(node):
+    """(database, WAL) sizes in MiB."""
+    base = os.path.join(node.docroot, ".storage-node", "feeds.db")
+    return tuple(os.path.getsize(base + ext) / MIB if os.path.exists(base + ext) else 0
+                 for ext in ("", "-wal"))
+
+
+def pending_memory(tmp, total, seconds_cap):
+    """Print the RSS table of step 3 for ``total`` pending chunks."""
+    dead = free_port()
+    path = dead_feeds(os.path.join(tmp, "dead.toml"), dead)
+    os.makedirs(os.path.join(tmp, "pend"))
+    node = NodeServer(os.path.join(tmp, "pend"), os.path.join(tmp, "pend", "data"),
+                      extra_conf=[f"feeds_config {path}"])
+    print("\nMemory with chunks pending (three feeds, targets down; 4 KiB chunks)")
+    print(f"{'pending':>9} {'worker RSS':>11} {'delivery RSS':>13} {'queue file':>12} "
+          f"{'its WAL':>11}")
+    with node:
+        wait_delivery(node)
+        done = 0
+        for goal in sorted({min(total, total // 10), total}):
+            plan = PutPlan(port=node.port, flavor="rawx", size=4 * KIB, ok_statuses=(201,),
+                           run_tag="%08X" % random.getrandbits(32))
+            run_put_load(plan, procs=2, conns=4, duration=seconds_cap,
+                         max_requests=goal - done)
+            done = int(stat(node.port)["feed.1.pending"])
+            worker, delivery, _ = rss_mib(node)
+            db, wal = queue_mib(node)
+            print(f"{done:>9} {worker:>9.0f}Mi {delivery:>11.0f}Mi {db:>10.1f}Mi "
+                  f"{wal:>9.1f}Mi", flush=True)
+        b = NodeServer(os.path.join(tmp, "pend", "b"), os.path.join(tmp, "pend", "b", "data"),
+                       extra_conf=["namespace DRNS"], port=dead)
+        with b:
+            time.sleep(10)
+            left = int(stat(node.port)["feed.1.pending"])
+            _, delivery, peak = rss_mib(node)
+            print(f"replication target back for 10 s: {done - left} delivered, delivery "
+                  f"RSS {delivery:.0f}Mi (peak {peak:.0f}Mi)", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs, 2 rounds")
     p.add_argument("--smoke", action="store_true", help="does it run? (seconds)")
     p.add_argument("--repeat", type=int, default=6,
                    help="PUT rounds (default 6; the drains take at most 3)")
+    p.add_argument("--pending", type=int, default=None,
+                   help="chunks pending in step 3 (default 100000; --quick 20000)")
+    p.add_argument("--only", choices=("put", "drain", "pending"), action="append",
+                   help="run only these steps (repeatable)")
     args = p.parse_args(argv)
     if BEANSTALKD is None:
         print("load_feeds: beanstalkd is not installed (apt-get install beanstalkd)",
               file=sys.stderr)
         return 1
-    repeat = 1 if args.smoke else 2 if args.quick else args.repeat
-    seconds = 0.3 if args.smoke else 2.0 if args.quick else 3.0
-    max_requests = 20 if args.smoke else 100000
-    drains = [(64 * KIB, 20), (MIB, 5)] if args.smoke else \
-        [(64 * KIB, 200 if args.quick else 500), (MIB, 30 if args.quick else 100)]
+    steps = set(args.only or ("put", "drain", "pending"))
+    total = args.pending or (500 if args.smoke else 20000 if args.quick else 100000)
     tmp = tempfile.mkdtemp(prefix="bench-feeds-")
     beanstalkd = Beanstalkd(free_port())
     failed = False
     try:
         beanstalkd.start()
-        for name in ("plain", "fed", "drain", "b"):
-            os.makedirs(os.path.join(tmp, name))
-        b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
-                       extra_conf=["namespace DRNS"])
-        with b:
-            remote(b.proc.pid, beanstalkd.proc.pid)
-            three = feeds_file(os.path.join(tmp, "three.toml"), b.port, beanstalkd.port,
-                               True)
-            one = feeds_file(os.path.join(tmp, "one.toml"), b.port, beanstalkd.port, False)
+        if steps & {"put", "drain"}:
+            put_and_drain(tmp, beanstalkd, args, steps)
+        if "pending" in steps:
+            pending_memory(tmp, total, 30 if args.smoke else 600)
+    except Exception as exc:
+        print(f"load_feeds: failed: {exc!r}", file=sys.stderr)
+        failed = True
+    finally:
+        beanstalkd.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def put_and_drain(tmp, beanstalkd, args, steps):
+    """Steps 1 and 2."""
+    repeat = 1 if args.smoke else 2 if args.quick else args.repeat
+    seconds = 0.3 if args.smoke else 2.0 if args.quick else 3.0
+    max_requests = 20 if args.smoke else 100000
+    drains = [(64 * KIB, 20), (MIB, 5)] if args.smoke else \
+        [(64 * KIB, 200 if args.quick else 500), (MIB, 30 if args.quick else 100)]
+    for name in ("plain", "fed", "drain", "b"):
+        os.makedirs(os.path.join(tmp, name))
+    b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
+                   extra_conf=["namespace DRNS"])
+    with b:
+        remote(b.proc.pid, beanstalkd.proc.pid)
+        three = feeds_file(os.path.join(tmp, "three.toml"), b.port, beanstalkd.port, True)
+        one = feeds_file(os.path.join(tmp, "one.toml"), b.port, beanstalkd.port, False)
+        if "put" in steps:
             rounds = 1 if args.smoke else 5
             count = 100 if args.smoke else 2000
             print("Queueing a chunk (the request path's part, on the queue file, no HTTP): "
                   f"{record_cost(tmp, one, count, rounds):.0f} us with one feed, "
                   f"{record_cost(tmp, three, count, rounds):.0f} us with three\n",
                   flush=True)
-            plain = NodeServer(os.path.join(tmp, "plain"),
-                               os.path.join(tmp, "plain", "data"))
+            plain = NodeServer(os.path.join(tmp, "plain"), os.path.join(tmp, "plain", "data"))
             fed = NodeServer(os.path.join(tmp, "fed"), os.path.join(tmp, "fed", "data"),
                              extra_conf=[f"feeds_config {three}"])
             with plain, fed:
@@ -255,6 +340,7 @@ def main(argv=None):
                     print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
                           f"{statistics.median(ratios):>5.2f}x {spread:>14} "
                           f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms", flush=True)
+        if "drain" in steps:
             a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
                            extra_conf=[f"feeds_config {one}"])
             with a:
@@ -267,13 +353,6 @@ def main(argv=None):
                     label = f"{size // KIB}Ki" if size < MIB else f"{size // MIB}Mi"
                     print(f"{label:>8} {count:>6} {feed:>10.0f} {curl:>10.0f} "
                           f"{feed / curl:>5.2f}x {feed * 1e6 / size:>14.0f}", flush=True)
-    except Exception as exc:
-        print(f"load_feeds: failed: {exc!r}", file=sys.stderr)
-        failed = True
-    finally:
-        beanstalkd.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

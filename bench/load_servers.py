@@ -165,8 +165,9 @@ class NodeServer:
     name = "ours"
 
     def __init__(self, prefix, docroot, workers=2, start_timeout=20.0, binary=NODE_BIN,
-                 extra_conf=(), access_log=False):
+                 extra_conf=(), access_log=False, port=None):
         self.prefix = prefix
+        self.fixed_port = port  # None: a free one at each start
         self.docroot = docroot
         self.workers = workers
         self.start_timeout = start_timeout
@@ -185,7 +186,7 @@ class NodeServer:
 
     def start(self):
         os.makedirs(self.docroot, exist_ok=True)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         conf = os.path.join(self.prefix, "rawx.conf")
         # the access log as nginx's (nginx.conf.tmpl): off, or a file for the rows that
         # measure what a log line costs each side

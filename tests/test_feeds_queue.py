@@ -134,3 +134,17 @@ def test_backfill_marks_cursor_and_never_overwrites_a_recorded_row(fq):
     assert set(fq.backfills()) == {2}
     fq.prepare_feeds([1])  # feed 2 goes away: so does its backfill
     assert fq.backfills() == {}
+
+
+def test_a_truncating_checkpoint_empties_the_wal_the_workers_fill(tmp_path):
+    worker = FeedQueue(str(tmp_path))  # as a worker: never checkpoints itself
+    delivery = FeedQueue(str(tmp_path), checkpoints=True)
+    for n in range(500):
+        worker.record([(cid(n), 1, NEW, b"e" * 200), (cid(n), 2, NEW, None)])
+    assert worker.wal_size() > 500 * 4096  # a page or more per commit
+    delivery.checkpoint(truncate=True)
+    assert worker.wal_size() == 0
+    worker.record([(cid(9999), 1, NEW, None)])  # and it goes on from an empty WAL
+    assert delivery.counts()[1][0] == 501 and delivery.counts()[2][0] == 500
+    worker.close()
+    delivery.close()

@@ -41,7 +41,7 @@ import time
 
 from storage.errors import ChunkNotFound, StorageError
 from storage.feeds.backfill import Backfill
-from storage.feeds.queue import DELETED, DIRECTORY, FeedQueue
+from storage.feeds.queue import DELETED, DIRECTORY, WAL_LIMIT, FeedQueue
 from storage.rawx import meta as chunkmeta
 from storage.rawxclient import RawxClient, RawxError
 from storage.repo import FsChunkRepo
@@ -53,6 +53,7 @@ POLL = 0.2  # seconds between two looks for new rows while idle
 RETRY_MIN = 0.5  # seconds: the first pause after a failure
 BLOCKED_AFTER = 5  # failures in a row that make a feed "blocked"
 CHECKPOINT_EVERY = 1.0  # seconds between two WAL checkpoints
+WAL_LOOK_EVERY = 0.1  # seconds between two looks at the WAL's size
 STILL_HERE_GRACE = 300.0  # seconds a recorded delete may wait for its unlink
 LOG_EVERY = 30.0  # seconds between two warnings of one failing feed
 LOCK_NAME = "feeds.lock"
@@ -361,7 +362,7 @@ class Deliverer:
             self.fqueue.close()
 
     def _loop(self):
-        last_checkpoint = time.monotonic()
+        last_checkpoint = last_look = time.monotonic()
         while not self.stopping:
             now = time.time()
             for runner in self.runners:
@@ -373,10 +374,16 @@ class Deliverer:
             batch = self._collect(max(0.001, wait))
             if batch:
                 self._settle(batch)
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY:
+            mono = time.monotonic()
+            if mono - last_look >= WAL_LOOK_EVERY:
                 # the workers' rows too: they never checkpoint themselves
-                self.fqueue.checkpoint()
-                last_checkpoint = time.monotonic()
+                last_look = mono
+                if self.fqueue.wal_size() > WAL_LIMIT:
+                    self.fqueue.checkpoint(truncate=True)
+                    last_checkpoint = mono
+                elif mono - last_checkpoint >= CHECKPOINT_EVERY:
+                    self.fqueue.checkpoint()
+                    last_checkpoint = mono
 
     def _collect(self, wait):
         """Outcomes that came back: waits up to ``wait`` seconds for the first."""
