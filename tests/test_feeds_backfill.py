@@ -1,9 +1,11 @@
 """Backfill: a feed added to a volume that already holds chunks is owed them (real
 nodes, a real volume; storage.feeds.backfill)."""
 import signal
+import socket
 import threading
 
 from feedsutil import chunk_id, pending, replication, stat, wait_delivery_pid, wait_for
+from nodeutil import CHUNK_HEADERS
 from storage import config as configmod
 from storage.feeds.backfill import Backfill
 from storage.feeds.config import parse_text
@@ -75,6 +77,34 @@ def test_a_feed_added_by_sighup_is_backfilled(node_factory, tmp_path):
     wait_delivery_pid(node, old=old)
     assert wait_for(lambda: all(second.request("HEAD", f"/{c}")[0] == 200 for c in ids), 30)
     assert stat(node)["feed.1.done"] == "5"  # feed 1 is not queued again
+
+
+def test_a_chunk_an_old_worker_stores_during_the_reload_reaches_the_new_feed(
+        node_factory, tmp_path):
+    first = node_factory(sub="t1", namespace="DRNS")
+    second = node_factory(sub="t2", namespace="DRNS")
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(replication(1, first))
+    node = node_factory(sub="src", feeds_config=str(feeds))
+    old = wait_delivery_pid(node)
+    cid = chunk_id(400)
+    body = b"z" * 100_000
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**CHUNK_HEADERS, **MINE}.items())
+    sock = socket.create_connection(("127.0.0.1", node.port), timeout=20)
+    try:  # an upload the old worker is in the middle of when the reload comes
+        sock.sendall(f"PUT /{cid} HTTP/1.1\r\nHost: {node.host}\r\nContent-Length: "
+                     f"{len(body)}\r\n{head}Connection: close\r\n\r\n".encode()
+                     + body[:50_000])
+        feeds.write_text(replication(1, first) + replication(2, second))
+        node.proc.send_signal(signal.SIGHUP)
+        wait_delivery_pid(node, old=old)
+        assert wait_for(lambda: "backfill: waiting for" in node.stderr_path.read_text())
+        sock.sendall(body[50_000:])
+        assert sock.recv(4096).startswith(b"HTTP/1.1 201")
+    finally:
+        sock.close()
+    assert wait_for(lambda: second.request("HEAD", f"/{cid}")[0] == 200, 30)
+    assert wait_for(lambda: first.request("HEAD", f"/{cid}")[0] == 200, 30)
 
 
 def test_the_scan_resumes_after_its_cursor(tmp_path):

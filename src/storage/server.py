@@ -494,7 +494,9 @@ class Master:
                 log.exception("feeds delivery process: setup failed")
                 os._exit(1)
             from storage.feeds import deliver
-            deliver.run_process(self.config)  # never returns
+            # a feed added by this reload is backfilled once the old workers, which
+            # record for the old feeds, are gone
+            deliver.run_process(self.config, older=tuple(self.old_workers))  # no return
         self.children[pid] = DELIVERY
 
     def _stop(self, signum):

@@ -14,8 +14,12 @@ backfilled, every chunk whose full path matches the feed's filter:
 - memory is one directory's names at a time, whatever the volume holds;
 - the delivery threads start on the queued rows at once (they only read the queue).
 A chunk deleted after it was queued is dropped at delivery (nothing left to copy).
+After a SIGHUP, the scan starts only once the previous image's workers are gone: they
+record for the previous feeds, and a chunk one of them stored behind the scan would
+be missed.
 """
 import logging
+import os
 import threading
 import time
 
@@ -33,14 +37,30 @@ class Backfill(threading.Thread):
     """The scan thread: backfills ``feeds`` (Feed objects marked in the queue) of the
     volume of ``repo``; stops early when ``stopping`` is set."""
 
-    def __init__(self, config, repo, feeds, stopping):
+    def __init__(self, config, repo, feeds, stopping, older=()):
         super().__init__(name="feeds-backfill", daemon=True)
         self.config = config
         self.repo = repo
         self.feeds = feeds
         self.stopping = stopping
+        self.older = older
+
+    def _wait_older(self):
+        """Wait until the processes of ``older`` are gone: the previous image's
+        workers record for the previous feeds, so a chunk one of them stores while
+        the scan runs could be missed. Once they are gone, every chunk on disk is
+        either seen by the scan or recorded by a worker that knows the new feeds."""
+        waiting = list(self.older)
+        if waiting:
+            log.info("feeds backfill: waiting for %d processes of the previous "
+                     "configuration to finish", len(waiting))
+        while waiting and not self.stopping.wait(0.1):
+            waiting = [pid for pid in waiting if _alive(pid)]
 
     def run(self):
+        self._wait_older()
+        if self.stopping.is_set():
+            return
         fqueue = FeedQueue(self.config.docroot, durable=self.config.fsync)
         try:
             marks = fqueue.backfills()
@@ -90,3 +110,13 @@ class Backfill(threading.Thread):
                 wanted.append(chunk_id)
         return wanted
 
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -289,8 +289,9 @@ class FeedRunner:
 class Deliverer:
     """The delivery process's main object: ``run()`` until SIGTERM."""
 
-    def __init__(self, config):
+    def __init__(self, config, older=()):
         self.config = config
+        self.older = older
         self.stopping = False
         self.stop_event = threading.Event()  # for the backfill thread
         self.results = queuemod.SimpleQueue()
@@ -346,7 +347,7 @@ class Deliverer:
         backfills = self.fqueue.backfills()
         if backfills:
             Backfill(self.config, self.repo, [f for f in feeds if f.id in backfills],
-                     self.stop_event).start()
+                     self.stop_event, self.older).start()
         for feed in feeds:
             if feed.kind == "s3backup":  # not built yet (the master said so at start)
                 continue
@@ -420,15 +421,16 @@ class Deliverer:
             self.fqueue.set_state(fid, state)
 
 
-def run_process(config):
-    """The delivery process's body (after the master's fork); never returns."""
+def run_process(config, older=()):
+    """The delivery process's body (after the master's fork); never returns.
+    ``older``: pids of the previous image's processes (during a reload)."""
     code = 0
     try:
         try:
             os.nice(NICE)
         except OSError:
             pass
-        Deliverer(config).run()
+        Deliverer(config, older).run()
     except BaseException:
         log.exception("feeds delivery process crashed")
         code = 1
