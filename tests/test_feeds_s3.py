@@ -82,6 +82,12 @@ def test_metadata_round_trip_any_bytes_and_the_sidecar_rule():
         s3feed.decode_sidecar(b"{", "0A" * 16)
 
 
+def test_boto3_is_imported_only_for_s3_feeds():
+    code = ("import sys, storage.server, storage.feeds.deliver, storage.cli; "
+            "storage.cli.build_parser(); assert 'boto3' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 # ---- delivery ----------------------------------------------------------------------------
 def test_chunks_land_in_the_bucket_and_restore_byte_for_byte(node_factory, tmp_path, bucket,
                                                             moto):
