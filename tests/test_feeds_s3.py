@@ -1,11 +1,9 @@
 """s3backup feeds and ``storage-node feeds status|retry|restore`` on real parts: real
 nodes, moto's S3 server as its own process on 127.0.0.1, boto3 to look in the bucket."""
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -14,7 +12,6 @@ from s3util import CREDENTIALS, MotoServer, keys, s3backup
 
 from storage.feeds import s3 as s3feed
 
-pytest.importorskip("boto3")
 META_PREFIXES = ("x-oio-chunk-meta-", "x-oio-ext-")
 LONG_PATH = "acct/cont/" + "d%C3%A9j%C3%A0-vu%2F" * 120 + "obj/1/0123456789ABCDEF0123456789ABCDEF"
 
