@@ -49,7 +49,7 @@ def test_record_due_settle_and_counts(fq):
     assert fq.counts() == {1: (1, 1, 1, "ok"), 2: (0, 0, 1, "ok")}
     assert fq.due(1, 10, now=299.0) == [] and len(fq.due(1, 10, now=300.0)) == 1
     assert fq.status(cid(1)) == {1: (DONE, 0, 250.0), 2: (FAILED, 412, 250.0)}
-    assert fq.status(cid(2)) == {1: (PENDING, 0, 250.0)}
+    assert fq.status(cid(2)) == {1: (PENDING, 0, 101.0)}  # a pending row: recorded at
     row = fq.db.execute("SELECT attempts, last_error FROM queue WHERE chunk_id = ? AND "
                         "feed = 1", (cid(2),)).fetchone()
     assert row == (1, "refused")
@@ -148,3 +148,29 @@ def test_a_truncating_checkpoint_empties_the_wal_the_workers_fill(tmp_path):
     assert delivery.counts()[1][0] == 501 and delivery.counts()[2][0] == 500
     worker.close()
     delivery.close()
+
+
+def test_oldest_pending_last_error_and_retry(fq):
+    fq.prepare_feeds([1, 2])
+    fq.record([(cid(n), 1, NEW, None) for n in range(4)], now=10.0)
+    fq.record([(cid(9), 1, NEW, None)], now=20.0)
+    assert fq.oldest_pending(1) == 10.0 and fq.oldest_pending(2) is None
+    assert fq.last_error(1) is None
+    fq.settle([(1, cid(0), 0, "done", 0, 0, None),
+               (1, cid(1), 0, "retry", 500.0, 503, "S3 NoSuchBucket"),
+               (1, cid(2), 0, "failed", 0, 412, "corrupt local chunk")], now=30.0)
+    assert fq.last_error(1) in (("S3 NoSuchBucket", 30.0), ("corrupt local chunk", 30.0))
+    fq.settle([(1, cid(3), 0, "retry", 600.0, 503, "refused")], now=40.0)
+    assert fq.last_error(1) == ("refused", 40.0)
+    # a failed attempt leaves a pending row's recorded time: it is still the oldest
+    assert fq.oldest_pending(1) == 10.0
+    assert fq.counts()[1][:3] == (3, 1, 3)
+    assert [r[0] for r in fq.due(1, 10, now=50.0)] == [cid(9)]
+    assert fq.take_retry_requests() == []
+    assert fq.request_retry(1, now=50.0) == (2, 1)  # two backed-off rows, one failed
+    assert fq.counts()[1][0] == 4 and fq.status(cid(2))[1] == (PENDING, 0, 50.0)
+    assert sorted(r[0] for r in fq.due(1, 10, now=50.0)) == [cid(1), cid(2), cid(3), cid(9)]
+    assert fq.take_retry_requests() == [1] and fq.take_retry_requests() == []
+    assert fq.request_retry(2, now=60.0) == (0, 0)
+    assert fq.prepare_feeds([1]) == {} and fq.take_retry_requests() == []
+    assert fq.last_error(1) == ("refused", 40.0) and fq.last_error(2) is None

@@ -23,6 +23,7 @@ are handed over with the sockets on SIGHUP.
 """
 import ctypes
 import dataclasses
+import importlib.util
 import logging
 import os
 import signal
@@ -271,10 +272,10 @@ def prepare_feeds_queue(config):
         feeds.FeedQueue(config.docroot, durable=config.fsync).close()
     except Exception as exc:  # sqlite3.Error, OSError
         raise volume.VolumeError(f"feeds queue on {config.docroot}: {exc}") from None
-    for feed in config.feeds:
-        if feed.kind == "s3backup":
-            log.warning("feed %d (s3backup): delivery not built yet; chunks are queued",
-                        feed.id)
+    if any(feed.kind == "s3backup" for feed in config.feeds) \
+            and importlib.util.find_spec("boto3") is None:
+        log.warning("s3backup feeds need boto3, which is not installed: their chunks "
+                    "are queued, and delivered once it is")
 
 
 def _die_with_parent():

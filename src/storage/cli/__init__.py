@@ -1,5 +1,5 @@
 """The ``storage-node`` command line: ``serve`` here, one module per other command
-group (``ec``, ``send``, ``rsmc``, ``swap``)."""
+group (``ec``, ``send``, ``rsmc``, ``swap``, ``feeds``)."""
 import argparse
 import logging
 import sys
@@ -66,11 +66,12 @@ def build_parser():
                        "(default: embedded, 127.0.0.1:6009, ./data/rawx)")
     serve.add_argument("--workers", type=int, help="override the workers directive")
     serve.set_defaults(func=cmd_serve)
-    from storage.cli import ec, rsmc, send, swap
+    from storage.cli import ec, feeds, rsmc, send, swap
     ec.add_subparser(sub)
     send.add_subparser(sub)
     rsmc.add_subparser(sub)
     swap.add_subparser(sub)
+    feeds.add_subparser(sub)
     return parser
 
 

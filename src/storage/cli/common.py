@@ -26,7 +26,8 @@ def credentials(spec):
 
 
 class Counter:
-    """'<label> 12/40 (2 failed)' on one line of ``stream``, redrawn in place."""
+    """'<label> 12/40 (2 failed)' on one line of ``stream``, redrawn in place
+    ('<label> 12 (2 failed)' when ``total`` is None: not known in advance)."""
 
     def __init__(self, total, stream, label="done"):
         self.total = total
@@ -38,8 +39,9 @@ class Counter:
         self.done += count
         self.failed += failed
         note = f" ({self.failed} failed)" if self.failed else ""
-        self.stream.write(f"\r\x1b[K{self.label} {self.done}/{self.total}{note}")
-        if self.done >= self.total:
+        of = "" if self.total is None else f"/{self.total}"
+        self.stream.write(f"\r\x1b[K{self.label} {self.done}{of}{note}")
+        if self.total is not None and self.done >= self.total:
             self.stream.write("\n")
         self.stream.flush()
 

@@ -13,7 +13,9 @@ Per feed:
   DELETE there (404 counts as done), sent only once the chunk is gone here;
 - search / indexing: one beanstalkd job per chunk on the feed's tube, whose body is
   the storage.chunk.new (or .deleted) event recorded with the request;
-- s3backup: not built yet; its rows wait in the queue.
+- s3backup: one object per chunk in the feed's bucket, its data uncompressed and its
+  metadata headers as S3 user metadata or a sidecar object (``feeds.s3``, which alone
+  imports boto3); a delete deletes the object with ``deletes = true``.
 
 A feed the queue has never seen is owed the chunks stored before it (``backfill``).
 
@@ -22,6 +24,9 @@ Retries: a failed delivery is due again after an exponential backoff with jitter
 the feed itself backs off the same way and sends one probe at a time; after
 ``BLOCKED_AFTER`` failures in a row its state is ``blocked``. A feed never waits for
 another: each has its own threads, and the main thread never does network I/O.
+``storage-node feeds retry`` makes a feed's rows due now and leaves a request in the
+queue's ``feed_info`` table; the main loop takes such requests every turn (at most
+``POLL`` seconds apart) and forgets that feed's backoff at once.
 Delivery is at least once: a row is marked done only after its target acknowledged
 it, so a delivery interrupted by a crash is made again (the targets are idempotent).
 
@@ -308,6 +313,9 @@ class Deliverer:
         timeout = self.config.send_timeout
         if feed.kind == "replication":
             return lambda: ReplicationTarget(feed, self.repo, timeout)
+        if feed.kind == "s3backup":
+            from storage.feeds.s3 import S3Target  # boto3 only where a feed needs it
+            return lambda: S3Target(feed, self.repo, timeout)
         return lambda: IndexTarget(feed, self.repo, timeout, self.config.listen,
                                    self.config.service_id)
 
@@ -349,8 +357,6 @@ class Deliverer:
             Backfill(self.config, self.repo, [f for f in feeds if f.id in backfills],
                      self.stop_event, self.older).start()
         for feed in feeds:
-            if feed.kind == "s3backup":  # not built yet (the master said so at start)
-                continue
             self.runners.append(FeedRunner(feed, self._make_target(feed), self.results))
         log.info("feeds: delivering %s", ", ".join(
             f"feed {r.feed.id} ({r.feed.type} {r.feed.target})" for r in self.runners)
@@ -366,6 +372,7 @@ class Deliverer:
         last_checkpoint = last_look = time.monotonic()
         while not self.stopping:
             now = time.time()
+            self._take_retries()
             for runner in self.runners:
                 runner.refill(self.fqueue, now)
             wait = POLL
@@ -385,6 +392,19 @@ class Deliverer:
                 elif mono - last_checkpoint >= CHECKPOINT_EVERY:
                     self.fqueue.checkpoint()
                     last_checkpoint = mono
+
+    def _take_retries(self):
+        """Forget the backoff of the feeds an operator retried (storage-node feeds
+        retry): they take rows again at once, at their full concurrency."""
+        wanted = set(self.fqueue.take_retry_requests())
+        for runner in self.runners:
+            if runner.feed.id in wanted:
+                log.info("feed %d: retry asked for; its backoff is cleared", runner.feed.id)
+                runner.failures = 0
+                runner.paused_until = 0.0
+                if runner.state != "ok":
+                    runner.state = "ok"
+                    self.fqueue.set_state(runner.feed.id, "ok")
 
     def _collect(self, wait):
         """Outcomes that came back: waits up to ``wait`` seconds for the first."""

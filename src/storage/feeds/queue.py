@@ -26,6 +26,13 @@ bounds the WAL under a steady stream of PUTs (PASSIVE alone let it reach 178 MiB
 
 Row states: PENDING (to deliver; ``next_at`` says when, later after a failure), DONE,
 FAILED (cannot succeed by retrying: the local chunk is corrupt; ``code`` says why).
+``updated`` is when a PENDING row was recorded (a failed attempt leaves it: it is
+what "oldest pending" measures), and when a DONE or FAILED row was settled.
+
+``feed_info`` holds, per feed, the last delivery error (``storage-node feeds
+status``) and a retry request (``storage-node feeds retry``): the delivery process
+looks at this small table every turn of its loop and forgets the feed's backoff when
+it finds one, so an operator's retry needs no signal and works across a restart.
 ``gen`` grows whenever a row is recorded again, so a delivery that started before
 (a chunk deleted while it was being copied) never marks the newer request done.
 """
@@ -56,6 +63,9 @@ CREATE TABLE IF NOT EXISTS queue (
     PRIMARY KEY (chunk_id, feed)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS due ON queue (feed, next_at) WHERE state = 0;
+-- "oldest pending" and "requeue the failed rows" without a scan of the queue
+CREATE INDEX IF NOT EXISTS pending_since ON queue (feed, updated) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS failed ON queue (feed) WHERE state = 2;
 CREATE TABLE IF NOT EXISTS counts (
     feed INTEGER PRIMARY KEY,
     pending INTEGER NOT NULL DEFAULT 0,
@@ -68,6 +78,12 @@ CREATE TABLE IF NOT EXISTS backfill (
     cursor TEXT,                    -- the last hash directory done (NULL: none yet)
     started REAL NOT NULL,
     queued INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS feed_info (
+    feed INTEGER PRIMARY KEY,
+    last_error TEXT,
+    last_error_at REAL,
+    retry_at REAL                   -- a retry asked for and not yet taken
 );
 CREATE TRIGGER IF NOT EXISTS queue_insert AFTER INSERT ON queue WHEN NEW.state = 0
 BEGIN
@@ -195,6 +211,8 @@ class FeedQueue:
             db.execute(f"DELETE FROM queue WHERE feed NOT IN ({marks})", tuple(feed_ids))
             db.execute(f"DELETE FROM counts WHERE feed NOT IN ({marks})", tuple(feed_ids))
             db.execute(f"DELETE FROM backfill WHERE feed NOT IN ({marks})", tuple(feed_ids))
+            db.execute(f"DELETE FROM feed_info WHERE feed NOT IN ({marks})", tuple(feed_ids))
+            db.execute("UPDATE feed_info SET retry_at = NULL")  # a new process: no backoff
             for fid in feed_ids:
                 db.execute("INSERT OR IGNORE INTO counts (feed) VALUES (?)", (fid,))
             db.execute("UPDATE counts SET state = 'ok', pending = (SELECT COUNT(*) FROM "
@@ -271,7 +289,7 @@ class FeedQueue:
         it is: its new request is still owed."""
         now = time.time() if now is None else now
         db = self.db
-        done, errors = {}, {}
+        done, errors, last_errors = {}, {}, {}
         db.execute("BEGIN IMMEDIATE")
         try:
             for feed, chunk_id, gen, kind, retry_at, code, error in outcomes:
@@ -291,19 +309,26 @@ class FeedQueue:
                                "feed = ? AND gen = ?", (retry_at,) + key)
                 elif kind == "retry":
                     db.execute("UPDATE queue SET attempts = attempts + 1, next_at = ?, "
-                               "updated = ?, last_error = ? WHERE chunk_id = ? AND feed = ? "
-                               "AND gen = ?", (retry_at, now, error) + key)
+                               "last_error = ? WHERE chunk_id = ? AND feed = ? AND gen = ?",
+                               (retry_at, error) + key)
                     errors[feed] = errors.get(feed, 0) + 1
+                    last_errors[feed] = error
                 else:
                     db.execute("UPDATE queue SET state = 2, attempts = attempts + 1, "
                                "updated = ?, code = ?, last_error = ? WHERE chunk_id = ? "
                                "AND feed = ? AND gen = ?", (now, code, error) + key)
                     errors[feed] = errors.get(feed, 0) + 1
+                    last_errors[feed] = error
             for feed, count in done.items():
                 db.execute("UPDATE counts SET done = done + ? WHERE feed = ?", (count, feed))
             for feed, count in errors.items():
                 db.execute("UPDATE counts SET errors = errors + ? WHERE feed = ?",
                            (count, feed))
+            for feed, error in last_errors.items():
+                db.execute("INSERT INTO feed_info (feed, last_error, last_error_at) "
+                           "VALUES (?, ?, ?) ON CONFLICT (feed) DO UPDATE SET "
+                           "last_error = excluded.last_error, "
+                           "last_error_at = excluded.last_error_at", (feed, error, now))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -326,3 +351,49 @@ class FeedQueue:
             return os.stat(self.path + "-wal").st_size
         except FileNotFoundError:
             return 0
+
+    # ---- operators (storage-node feeds) ------------------------------------------------
+    def oldest_pending(self, feed):
+        """When the oldest pending row of ``feed`` was recorded (epoch seconds), or
+        None (an index lookup)."""
+        row = self.db.execute("SELECT MIN(updated) FROM queue WHERE feed = ? AND state = 0",
+                              (feed,)).fetchone()
+        return row[0]
+
+    def last_error(self, feed):
+        """(error text, epoch seconds) of the last failed delivery of ``feed``, or None."""
+        row = self.db.execute("SELECT last_error, last_error_at FROM feed_info WHERE "
+                              "feed = ? AND last_error IS NOT NULL", (feed,)).fetchone()
+        return tuple(row) if row else None
+
+    def request_retry(self, feed, now=None):
+        """Make every pending row of ``feed`` due now, put its FAILED rows back to
+        pending, and ask the delivery process to forget the feed's backoff.
+        -> (pending rows made due now, failed rows requeued)."""
+        now = time.time() if now is None else now
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                due = db.execute("UPDATE queue SET next_at = ? WHERE feed = ? AND state = 0 "
+                                 "AND next_at > ?", (now, feed, now)).rowcount
+                requeued = db.execute(
+                    "UPDATE queue SET state = 0, attempts = 0, next_at = ?, updated = ?, "
+                    "code = 0 WHERE feed = ? AND state = 2", (now, now, feed)).rowcount
+                db.execute("INSERT INTO feed_info (feed, retry_at) VALUES (?, ?) "
+                           "ON CONFLICT (feed) DO UPDATE SET retry_at = excluded.retry_at",
+                           (feed, now))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise QueueError(f"feeds queue {self.path}: {exc}") from None
+        return due, requeued
+
+    def take_retry_requests(self):
+        """The feeds whose retry was asked for since the last call (the delivery
+        process, every turn: a look at a table of one row per feed)."""
+        # one statement: a request that comes meanwhile is never lost
+        return [row[0] for row in self.db.execute(
+            "UPDATE feed_info SET retry_at = NULL WHERE retry_at IS NOT NULL RETURNING feed")]
