@@ -44,11 +44,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
+from s3util import CREDENTIALS, MotoServer  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
 from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
                           memory_kib, process_tree, request)
 
 KIB, MIB = 1 << 10, 1 << 20
+BUCKET = "bench-bucket"
 
 
 def remote(*pids):
@@ -93,12 +95,12 @@ def wait_delivery(node, timeout=20.0):
     raise RuntimeError("the delivery process did not start")
 
 
-def feeds_file(path, target_port, beanstalk_port, three):
+def feeds_file(path, target_port, beanstalk_port, three, s3_endpoint=None):
     text = (f'[feed.1]\ntype = "replication"\ntarget = "http://127.0.0.1:{target_port}"\n')
     if three:
         text += (f'[feed.2]\ntype = "indexing"\ntarget = "beanstalk://127.0.0.1:'
                  f'{beanstalk_port}"\n[feed.3]\ntype = "s3backup"\n'
-                 'target = "s3://bench-bucket/chunks"\n')
+                 f'target = "s3://{BUCKET}/chunks"\nendpoint = "{s3_endpoint}"\n')
     with open(path, "w") as f:
         f.write(text)
     return path
@@ -283,6 +285,7 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     steps = set(args.only or ("put", "drain", "pending"))
+    os.environ.update(CREDENTIALS)  # for the nodes' s3backup feeds (moto accepts any)
     total = args.pending or (500 if args.smoke else 20000 if args.quick else 100000)
     tmp = tempfile.mkdtemp(prefix="bench-feeds-")
     beanstalkd = Beanstalkd(free_port())
@@ -303,56 +306,67 @@ def main(argv=None):
 
 
 def put_and_drain(tmp, beanstalkd, args, steps):
-    """Steps 1 and 2."""
+    """Steps 1 and 2: node B (the replication target), beanstalkd and a moto S3
+    server stand in for the other machines."""
+    for name in ("plain", "fed", "drain", "b"):
+        os.makedirs(os.path.join(tmp, name))
+    b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
+                   extra_conf=["namespace DRNS"])
+    s3 = MotoServer().start()  # the s3backup feed's bucket, on 127.0.0.1
+    try:
+        s3.client().create_bucket(Bucket=BUCKET)
+        with b:
+            remote(b.proc.pid, beanstalkd.proc.pid, s3.proc.pid)
+            _put_and_drain(tmp, b, beanstalkd, s3, args, steps)
+    finally:
+        s3.stop()
+
+
+def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
     repeat = 1 if args.smoke else 2 if args.quick else args.repeat
     seconds = 0.3 if args.smoke else 2.0 if args.quick else 3.0
     max_requests = 20 if args.smoke else 100000
     drains = [(64 * KIB, 20), (MIB, 5)] if args.smoke else \
         [(64 * KIB, 200 if args.quick else 500), (MIB, 30 if args.quick else 100)]
-    for name in ("plain", "fed", "drain", "b"):
-        os.makedirs(os.path.join(tmp, name))
-    b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
-                   extra_conf=["namespace DRNS"])
-    with b:
-        remote(b.proc.pid, beanstalkd.proc.pid)
-        three = feeds_file(os.path.join(tmp, "three.toml"), b.port, beanstalkd.port, True)
-        one = feeds_file(os.path.join(tmp, "one.toml"), b.port, beanstalkd.port, False)
-        if "put" in steps:
-            rounds = 1 if args.smoke else 5
-            count = 100 if args.smoke else 2000
-            print("Queueing a chunk (the request path's part, on the queue file, no HTTP): "
-                  f"{record_cost(tmp, one, count, rounds):.0f} us with one feed, "
-                  f"{record_cost(tmp, three, count, rounds):.0f} us with three\n",
-                  flush=True)
-            plain = NodeServer(os.path.join(tmp, "plain"), os.path.join(tmp, "plain", "data"))
-            fed = NodeServer(os.path.join(tmp, "fed"), os.path.join(tmp, "fed", "data"),
-                             extra_conf=[f"feeds_config {three}"])
-            with plain, fed:
-                print("PUT 1 MiB (1 process x 4 connections), no feeds vs three feeds "
-                      "(replication, indexing, s3backup)")
-                print(f"{'delivery':>11} {'none MB/s':>10} {'feeds MB/s':>11} "
-                      f"{'ratio':>6} {'pairs min-max':>14} {'p99 none':>9} {'p99 feeds':>10}")
-                for paused in (True, False):
-                    rates, p99, ratios = put_ratio(plain, fed, repeat, seconds,
-                                                   max_requests, paused)
-                    label = "recording" if paused else "delivering"
-                    spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
-                    print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
-                          f"{statistics.median(ratios):>5.2f}x {spread:>14} "
-                          f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms", flush=True)
-        if "drain" in steps:
-            a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
-                           extra_conf=[f"feeds_config {one}"])
-            with a:
-                print("\nReplication feed drain (A -> B, concurrency 4) vs curl GET | curl "
-                      "PUT, one chunk after the other")
-                print(f"{'chunk':>8} {'count':>6} {'feed MB/s':>10} {'curl MB/s':>10} "
-                      f"{'ratio':>6} {'feed chunks/s':>14}")
-                for n, (size, count) in enumerate(drains):
-                    feed, curl = drain(a, b, size, count, min(repeat, 3), n * 100000)
-                    label = f"{size // KIB}Ki" if size < MIB else f"{size // MIB}Mi"
-                    print(f"{label:>8} {count:>6} {feed:>10.0f} {curl:>10.0f} "
-                          f"{feed / curl:>5.2f}x {feed * 1e6 / size:>14.0f}", flush=True)
+    three = feeds_file(os.path.join(tmp, "three.toml"), b.port, beanstalkd.port, True,
+                       s3.endpoint)
+    one = feeds_file(os.path.join(tmp, "one.toml"), b.port, beanstalkd.port, False)
+    if "put" in steps:
+        rounds = 1 if args.smoke else 5
+        count = 100 if args.smoke else 2000
+        print("Queueing a chunk (the request path's part, on the queue file, no HTTP): "
+              f"{record_cost(tmp, one, count, rounds):.0f} us with one feed, "
+              f"{record_cost(tmp, three, count, rounds):.0f} us with three\n",
+              flush=True)
+        plain = NodeServer(os.path.join(tmp, "plain"), os.path.join(tmp, "plain", "data"))
+        fed = NodeServer(os.path.join(tmp, "fed"), os.path.join(tmp, "fed", "data"),
+                         extra_conf=[f"feeds_config {three}"])
+        with plain, fed:
+            print("PUT 1 MiB (1 process x 4 connections), no feeds vs three feeds "
+                  "(replication, indexing, s3backup)")
+            print(f"{'delivery':>11} {'none MB/s':>10} {'feeds MB/s':>11} "
+                  f"{'ratio':>6} {'pairs min-max':>14} {'p99 none':>9} {'p99 feeds':>10}")
+            for paused in (True, False):
+                rates, p99, ratios = put_ratio(plain, fed, repeat, seconds,
+                                               max_requests, paused)
+                label = "recording" if paused else "delivering"
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+                print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
+                      f"{statistics.median(ratios):>5.2f}x {spread:>14} "
+                      f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms", flush=True)
+    if "drain" in steps:
+        a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
+                       extra_conf=[f"feeds_config {one}"])
+        with a:
+            print("\nReplication feed drain (A -> B, concurrency 4) vs curl GET | curl "
+                  "PUT, one chunk after the other")
+            print(f"{'chunk':>8} {'count':>6} {'feed MB/s':>10} {'curl MB/s':>10} "
+                  f"{'ratio':>6} {'feed chunks/s':>14}")
+            for n, (size, count) in enumerate(drains):
+                feed, curl = drain(a, b, size, count, min(repeat, 3), n * 100000)
+                label = f"{size // KIB}Ki" if size < MIB else f"{size // MIB}Mi"
+                print(f"{label:>8} {count:>6} {feed:>10.0f} {curl:>10.0f} "
+                      f"{feed / curl:>5.2f}x {feed * 1e6 / size:>14.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -314,8 +314,9 @@ class Deliverer:
         if feed.kind == "replication":
             return lambda: ReplicationTarget(feed, self.repo, timeout)
         if feed.kind == "s3backup":
-            from storage.feeds.s3 import S3Target  # boto3 only where a feed needs it
-            return lambda: S3Target(feed, self.repo, timeout)
+            from storage.feeds.s3 import S3Target, SharedClient  # boto3 only if needed
+            shared = SharedClient(feed, timeout, feed.concurrency)
+            return lambda: S3Target(feed, self.repo, timeout, shared)
         return lambda: IndexTarget(feed, self.repo, timeout, self.config.listen,
                                    self.config.service_id)
 

@@ -47,6 +47,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from urllib.parse import unquote_to_bytes
 
 from storage.errors import ChunkNotFound
@@ -147,14 +148,16 @@ def decode_sidecar(data, chunk_id):
 
 
 # ---- boto3 ------------------------------------------------------------------------------
-def make_client(endpoint="", timeout=30.0, attempts=2):
-    """A boto3 S3 client (ImportError when boto3 is not installed)."""
+def make_client(endpoint="", timeout=30.0, attempts=2, pool=10):
+    """A boto3 S3 client (ImportError when boto3 is not installed), with ``pool``
+    connections for the threads that share it."""
     import boto3
     from botocore.config import Config
     session = boto3.session.Session()
     config = Config(
         connect_timeout=timeout, read_timeout=timeout,
         retries={"mode": "standard", "max_attempts": attempts},
+        max_pool_connections=max(pool, 1),
         # our own checks (Content-MD5, the hash on the way) instead of a CRC pass
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
@@ -279,20 +282,50 @@ class ChunkBody(io.RawIOBase):
         return (self.hasher if self.md5 is None else self.md5).hexdigest().lower()
 
 
+class SharedClient:
+    """One boto3 client for all the threads of a feed: boto3 clients are thread-safe,
+    and each one costs tens of MiB (a session loads its service models). Made on
+    first use; closed by the last thread to leave."""
+
+    def __init__(self, feed, timeout, users):
+        self.feed = feed
+        self.timeout = timeout
+        self.users = users
+        self.lock = threading.Lock()
+        self.client = None
+
+    def get(self):
+        with self.lock:
+            if self.client is None:
+                self.client = make_client(self.feed.endpoint, self.timeout,
+                                          pool=self.feed.concurrency)
+            return self.client
+
+    def release(self):
+        with self.lock:
+            self.users -= 1
+            if self.users <= 0 and self.client is not None:
+                self.client.close()
+                self.client = None
+
+
 # ---- the delivery -----------------------------------------------------------------------
 class S3Target:
-    """A feed thread's S3 client for an s3backup feed (the delivery process)."""
+    """A feed thread's side of an s3backup feed (the delivery process), on the feed's
+    SharedClient (a client of its own without one)."""
 
-    def __init__(self, feed, repo, timeout):
+    def __init__(self, feed, repo, timeout, shared=None):
         self.feed = feed
         self.repo = repo
         self.timeout = timeout
+        self.shared = shared or SharedClient(feed, timeout, 1)
         self.client = None
 
     def close(self):
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        if self.shared is not None:
+            self.shared.release()
+            self.shared = None
+        self.client = None
 
     def deliver(self, chunk_id, op, body, recorded_at):
         try:
@@ -301,7 +334,7 @@ class S3Target:
             return Outcome("retry", 503, "boto3 is not installed on this node")
         try:
             if self.client is None:
-                self.client = make_client(self.feed.endpoint, self.timeout)
+                self.client = self.shared.get()
             if op == DELETED:
                 return self._delete(chunk_id)
             return self._put(chunk_id)
