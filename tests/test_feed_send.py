@@ -69,7 +69,8 @@ def test_chunk_stored_before_the_feed_existed_is_sent_now(node_factory, tmp_path
     body = os.urandom(200_000)
     assert node.put(cid, body, {"X-Oio-Ext-Tag": "old"})[0] == 201
     node.stop()
-    feeds = write_feeds(tmp_path / "feeds.toml", replication(1, target))
+    # backfill off: the SEND, not the backfill of a new feed, must be what sends it
+    feeds = write_feeds(tmp_path / "feeds.toml", replication(1, target, backfill=False))
     with open(node.conf_path, "a") as conf:
         conf.write(f"feeds_config {feeds}\n")
     node.start()
@@ -190,9 +191,9 @@ def test_union_of_feedid_and_feedtype_with_curl(node_factory, tmp_path, htdigest
                                                 beanstalkd_factory):
     server = beanstalkd_factory()
     target = node_factory(sub="t", namespace="DRNS")
-    text = replication(1, target) + replication(2, target, prefix="nothing/") + (
-        f'[feed.3]\ntype = "indexing"\ntarget = "beanstalk://127.0.0.1:{server.port}"\n'
-        'tube = "idx"\n')
+    text = replication(1, target, backfill=False) + replication(2, target, prefix="nothing/") \
+        + (f'[feed.3]\ntype = "indexing"\ntarget = "beanstalk://127.0.0.1:{server.port}"\n'
+           'tube = "idx"\nbackfill = false\n')
     node = source(node_factory, tmp_path, htdigest, text)
     node.stop()  # the chunk goes in before the feeds, so the SEND has work to do
     conf = node.conf_path.read_text()
