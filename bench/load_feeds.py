@@ -182,31 +182,55 @@ def wait_drained(node, feed, timeout):
     raise RuntimeError(f"feed {feed} did not drain within {timeout}s")
 
 
-def drain(a, b, size, count, repeat, base):
-    """(feed MB/s, curl MB/s), medians: the same ``count`` chunks each round."""
-    ids = [chunk_id(base + i) for i in range(count)]
-    rates = {"feed": [], "curl": []}
+def feed_drain(a, b, ids, size, resync=False):
+    """Seconds A's feed takes to deliver ``ids`` (stored on A while its delivery is
+    paused); ``resync``: B has them all already (it only has to find that out)."""
     pid = wait_delivery(a)
-    for _ in range(repeat):
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            fill(a, ids, size)
-        finally:
-            started = time.monotonic()
-            os.kill(pid, signal.SIGCONT)
-        wait_drained(a, 1, 600)
-        rates["feed"].append(size * count / (time.monotonic() - started) / 1e6)
-        clear(b, ids)
+    if resync:
+        fill(b, ids, size)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        fill(a, ids, size)
+    finally:
         started = time.monotonic()
-        curl_copy(a, b, ids)
-        rates["curl"].append(size * count / (time.monotonic() - started) / 1e6)
-        clear(b, ids)
-        os.kill(pid, signal.SIGSTOP)  # A's deletes are not propagated: nothing to do
-        try:
-            clear(a, ids)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-    return statistics.median(rates["feed"]), statistics.median(rates["curl"])
+        os.kill(pid, signal.SIGCONT)
+    wait_drained(a, 1, 600)
+    took = time.monotonic() - started
+    clear(b, ids)
+    os.kill(pid, signal.SIGSTOP)  # A's deletes are not propagated: nothing to do
+    try:
+        clear(a, ids)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return took
+
+
+def drain(sources, b, size, count, repeat, base, resync=False):
+    """{name: chunks/s} medians over ``repeat`` rounds of the same ``count`` chunks:
+    each source node's feed (``sources``: {name: node}), and "curl" (A's chunks copied
+    with curl, unless ``resync``)."""
+    ids = [chunk_id(base + i) for i in range(count)]
+    rates = {name: [] for name in sources}
+    if not resync:
+        rates["curl"] = []
+    for _ in range(repeat):
+        for name, node in sources.items():
+            rates[name].append(count / feed_drain(node, b, ids, size, resync))
+        if not resync:
+            first = next(iter(sources.values()))
+            pid = wait_delivery(first)
+            os.kill(pid, signal.SIGSTOP)  # its feed must not copy them meanwhile
+            try:
+                fill(first, ids, size)
+                started = time.monotonic()
+                curl_copy(first, b, ids)
+                rates["curl"].append(count / (time.monotonic() - started))
+                clear(b, ids)
+                clear(first, ids)  # its rows find nothing to copy: dropped
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            wait_drained(first, 1, 600)
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def dead_feeds(path, dead_port):
@@ -310,8 +334,11 @@ def put_and_drain(tmp, beanstalkd, args, steps):
     server stand in for the other machines."""
     for name in ("plain", "fed", "drain", "b"):
         os.makedirs(os.path.join(tmp, name))
+    swap_port = free_port()
     b = NodeServer(os.path.join(tmp, "b"), os.path.join(tmp, "b", "data"),
-                   extra_conf=["namespace DRNS"])
+                   extra_conf=["namespace DRNS", f"swap_listen 127.0.0.1:{swap_port}",
+                               "swap_peers 127.0.0.1"])
+    b.swap_port = swap_port
     s3 = MotoServer().start()  # the s3backup feed's bucket, on 127.0.0.1
     try:
         s3.client().create_bucket(Bucket=BUCKET)
@@ -357,17 +384,34 @@ def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
     if "drain" in steps:
         a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
                        extra_conf=[f"feeds_config {one}"])
-        with a:
-            print("\nReplication feed drain (A -> B, concurrency 4) vs curl GET | curl "
-                  "PUT, one chunk after the other")
-            print(f"{'chunk':>8} {'count':>6} {'feed MB/s':>10} {'curl MB/s':>10} "
-                  f"{'ratio':>6} {'feed chunks/s':>14}")
+        swap_feed = os.path.join(tmp, "swap.toml")
+        with open(swap_feed, "w") as f:
+            f.write(f'[feed.1]\ntype = "replication"\ntarget = "http://127.0.0.1:{b.port}"\n'
+                    f'swap = "127.0.0.1:{b.swap_port}"\n')
+        os.makedirs(os.path.join(tmp, "drain-swap"))
+        a_swap = NodeServer(os.path.join(tmp, "drain-swap"),
+                            os.path.join(tmp, "drain-swap", "data"),
+                            extra_conf=[f"feeds_config {swap_feed}"])
+        with a, a_swap:
+            print("\nReplication feed drain (A -> B, concurrency 4): HEAD then PUT per chunk, "
+                  "or asking B over SWAP first (feed key swap),\nvs curl GET | curl PUT "
+                  "one chunk after the other; chunks/s")
+            print(f"{'chunk':>10} {'count':>6} {'feed':>8} {'feed+SWAP':>10} {'curl':>8} "
+                  f"{'feed/curl':>10} {'SWAP/curl':>10} {'feed MB/s':>10}")
+            sources = {"feed": a, "swap": a_swap}
+            rounds = min(repeat, 3)
             for n, (size, count) in enumerate(drains):
-                feed, curl = drain(a, b, size, count, min(repeat, 3), n * 100000)
+                got = drain(sources, b, size, count, rounds, n * 100000)
                 label = f"{size // KIB}Ki" if size < MIB else f"{size // MIB}Mi"
-                print(f"{label:>8} {count:>6} {feed:>10.0f} {curl:>10.0f} "
-                      f"{feed / curl:>5.2f}x {feed * 1e6 / size:>14.0f}", flush=True)
-
+                print(f"{label:>10} {count:>6} {got['feed']:>8.0f} {got['swap']:>10.0f} "
+                      f"{got['curl']:>8.0f} {got['feed'] / got['curl']:>9.2f}x "
+                      f"{got['swap'] / got['curl']:>9.2f}x "
+                      f"{got['feed'] * size / 1e6:>10.0f}", flush=True)
+            size, count = drains[0]
+            got = drain(sources, b, size, count * 2, rounds, 900000, resync=True)
+            print(f"{'resync':>10} {count * 2:>6} {got['feed']:>8.0f} {got['swap']:>10.0f} "
+                  f"{'-':>8} {'-':>10} {'-':>10}   (B has them all: "
+                  f"SWAP {got['swap'] / got['feed']:.1f}x HEADs)", flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())

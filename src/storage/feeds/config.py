@@ -27,7 +27,7 @@ _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _TUBE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                         "-+/;.$_()")
 KEYS = {"type", "target", "prefix", "deletes", "endpoint", "tube", "concurrency",
-        "retry_max", "backfill"}
+        "retry_max", "backfill", "swap", "swap_auth"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,9 @@ class Feed:
     concurrency: int = DEFAULT_CONCURRENCY  # deliveries at once (ours)
     retry_max: float = DEFAULT_RETRY_MAX  # seconds (ours)
     backfill: bool = True  # a new feed is owed the chunks already stored (ours)
+    swap: tuple = ()  # (host, port) of the replication target's SWAP listener (ours)
+    # (user, password) for it; () when this node is its peer (never in a repr)
+    swap_auth: tuple = dataclasses.field(default=(), repr=False)
     address: tuple = ()
     bucket: str = ""
     key_prefix: str = ""
@@ -156,8 +159,11 @@ def _feed(fid, table, name):
         raise ConfigError(f"{name}: endpoint is for s3backup feeds")
     if "tube" in table and kind not in ("search", "indexing"):
         raise ConfigError(f"{name}: tube is for search/indexing feeds")
+    if ("swap" in table or "swap_auth" in table) and kind != "replication":
+        raise ConfigError(f"{name}: swap and swap_auth are for replication feeds")
     if kind == "replication":
         fields["address"] = _http_address(target, name)
+        fields["swap"], fields["swap_auth"] = _swap(text("swap"), text("swap_auth"), name)
     elif kind == "s3backup":
         fields["bucket"], fields["key_prefix"] = _s3_target(target, name)
         if endpoint:
@@ -190,6 +196,28 @@ def _http_address(target, name):
         raise ConfigError(f"{name}: target must be http://host:port (a RAWX node), got "
                           f"{target!r}")
     return parts.hostname, port
+
+
+def _swap(value, auth, name):
+    """(host, port) of ``swap = "host:port"`` and (user, password) of ``swap_auth =
+    "user:password"``."""
+    if auth and not value:
+        raise ConfigError(f"{name}: swap_auth needs swap")
+    if not value:
+        return (), ()
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isascii() or not port.isdigit() \
+            or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}: swap must be host:port (the target's swap_listen), "
+                          f"got {value!r}")
+    credentials = ()
+    if auth:
+        user, sep, password = auth.partition(":")
+        if not sep or not user:
+            raise ConfigError(f"{name}: swap_auth must be user:password")
+        credentials = (user, password)
+    return (host, int(port)), credentials
 
 
 def _s3_target(target, name):

@@ -46,6 +46,7 @@ import time
 
 from storage.errors import ChunkNotFound, StorageError
 from storage.feeds.backfill import Backfill
+from storage.feeds.probe import BATCH, SwapProbe
 from storage.feeds.queue import DELETED, DIRECTORY, WAL_LIMIT, FeedQueue
 from storage.rawx import meta as chunkmeta
 from storage.rawxclient import RawxClient, RawxError
@@ -98,7 +99,8 @@ class ReplicationTarget:
     def close(self):
         self.client.close()
 
-    def deliver(self, chunk_id, op, body, recorded_at):
+    def deliver(self, chunk_id, op, body, recorded_at, absent=False):
+        """``absent``: the target said over SWAP it has no such chunk (no HEAD)."""
         if op == DELETED:
             return self._delete(chunk_id, recorded_at)
         try:
@@ -107,7 +109,7 @@ class ReplicationTarget:
             return DROP  # deleted since: nothing left to copy
         try:
             stored = chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
-            push_chunk(self.client, chunk_id, chunk_id, reader, stored)
+            push_chunk(self.client, chunk_id, chunk_id, reader, stored, absent=absent)
         finally:
             reader.close()
         return DONE
@@ -204,9 +206,14 @@ class IndexTarget:
 
 # ---- one feed ---------------------------------------------------------------------------
 class FeedRunner:
-    """A feed's threads and its retry state (main thread only, but for ``inbox``)."""
+    """A feed's threads and its retry state (main thread only, but for the queues).
 
-    def __init__(self, feed, make_target, results):
+    Rows go to the threads through ``inbox`` as (row, absent). A replication feed with
+    ``swap`` has one more thread, the prober: the main thread hands it due rows a
+    batch at a time, it asks the target over SWAP which chunks it has (one frame), and
+    passes the others on to the PUT threads with ``absent`` set (no HEAD)."""
+
+    def __init__(self, feed, make_target, results, timeout=30.0):
         self.feed = feed
         self.inbox = queuemod.SimpleQueue()
         self.results = results
@@ -218,12 +225,20 @@ class FeedRunner:
         self.threads = [threading.Thread(target=self._work, args=(make_target,),
                                          name=f"feed-{feed.id}-{i}", daemon=True)
                         for i in range(feed.concurrency)]
+        self.batches = None
+        if feed.kind == "replication" and feed.swap:
+            self.batches = queuemod.SimpleQueue()
+            self.threads.append(threading.Thread(
+                target=self._probe, args=(SwapProbe(feed, timeout),),
+                name=f"feed-{feed.id}-swap", daemon=True))
         for thread in self.threads:
             thread.start()
 
     def stop(self):
-        for _ in self.threads:
+        for _ in range(self.feed.concurrency):
             self.inbox.put(None)
+        if self.batches is not None:
+            self.batches.put(None)
 
     def _work(self, make_target):
         target = make_target()
@@ -232,9 +247,17 @@ class FeedRunner:
                 item = self.inbox.get()
                 if item is None:
                     return
-                chunk_id, op, gen, attempts, body, recorded_at = item
+                row, absent = item
+                chunk_id, op, gen, attempts, body, recorded_at = row
+                if time.time() < self.paused_until:
+                    # the feed paused after this row was handed over: not now
+                    self.results.put((self, row, Outcome("wait", 0, "the feed is paused")))
+                    continue
                 try:
-                    outcome = target.deliver(chunk_id, op, body, recorded_at)
+                    if absent:
+                        outcome = target.deliver(chunk_id, op, body, recorded_at, absent=True)
+                    else:
+                        outcome = target.deliver(chunk_id, op, body, recorded_at)
                 except CorruptSource as exc:
                     outcome = Outcome("failed", 412, f"corrupt local chunk: {exc}")
                 except (TargetRefused, RawxError) as exc:
@@ -244,13 +267,36 @@ class FeedRunner:
                 except Exception as exc:  # a bug: keep the row, say so
                     log.exception("feed %d: delivering %s failed", self.feed.id, chunk_id)
                     outcome = Outcome("retry", 500, f"internal error: {exc!r}")
-                self.results.put((self, item, outcome))
+                self.results.put((self, row, outcome))
         finally:
             target.close()
 
+    def _probe(self, probe):
+        """The prober thread: a batch of new rows -> done for the chunks the target
+        has, the PUT threads (no HEAD) for the others; HTTP as usual if SWAP fails."""
+        try:
+            while True:
+                batch = self.batches.get()
+                if batch is None:
+                    return
+                present = probe.present([row[0] for row in batch])
+                for row in batch:
+                    if present is None:
+                        self.inbox.put((row, False))
+                    elif row[0] in present:
+                        self.results.put((self, row, DONE))  # as a 409 there
+                    else:
+                        self.inbox.put((row, True))
+        finally:
+            probe.close()
+
     def slots(self):
-        """Rows this feed can take now: its concurrency, one probe while failing."""
-        width = self.feed.concurrency if self.failures == 0 else 1
+        """Rows this feed can take now: its concurrency (a SWAP batch when it asks
+        its target over SWAP), one probe while failing."""
+        if self.failures:
+            width = 1
+        else:
+            width = BATCH if self.batches is not None else self.feed.concurrency
         return width - len(self.inflight)
 
     def refill(self, fqueue, now):
@@ -259,6 +305,7 @@ class FeedRunner:
         free = self.slots()
         if free <= 0:
             return
+        batch = []
         for row in fqueue.due(self.feed.id, free + len(self.inflight), now):
             if free <= 0:
                 break
@@ -266,8 +313,13 @@ class FeedRunner:
             if chunk_id in self.inflight:
                 continue
             self.inflight.add(chunk_id)
-            self.inbox.put(row)
             free -= 1
+            if self.batches is not None and row[1] != DELETED and not self.failures:
+                batch.append(row)
+            else:
+                self.inbox.put((row, False))
+        if batch:
+            self.batches.put(batch)
 
     def settled(self, outcome, now):
         """Account for one outcome; -> the row's next attempt time (retries)."""
@@ -358,7 +410,8 @@ class Deliverer:
             Backfill(self.config, self.repo, [f for f in feeds if f.id in backfills],
                      self.stop_event, self.older).start()
         for feed in feeds:
-            self.runners.append(FeedRunner(feed, self._make_target(feed), self.results))
+            self.runners.append(FeedRunner(feed, self._make_target(feed), self.results,
+                                           self.config.send_timeout))
         log.info("feeds: delivering %s", ", ".join(
             f"feed {r.feed.id} ({r.feed.type} {r.feed.target})" for r in self.runners)
             or "nothing")

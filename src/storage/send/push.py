@@ -68,18 +68,20 @@ def _piece_buffer():
 
 
 def push_chunk(client, chunk_id, dest_id, reader, stored, check_cancel=None,
-               progress=None):
+               progress=None, absent=False):
     """Push local chunk ``chunk_id`` (open ``reader``, its ``stored`` StoredMeta) to
     ``client``'s node as ``dest_id``: 201 stored, 409 it was there. ``check_cancel()``
     raises Cancelled to stop between slices; ``progress()`` is called when the data
-    transfer begins. Raises CorruptSource, TargetRefused, RawxError (unreachable,
-    broken, or the target refused the PUT: its status)."""
+    transfer begins; ``absent``: the target said it has no such chunk (SWAP), so no
+    HEAD first. Raises CorruptSource, TargetRefused, RawxError (unreachable, broken,
+    or the target refused the PUT: its status)."""
     check_cancel = check_cancel or (lambda: None)
-    status, _ = client.head(dest_id)
-    if status == 200:
-        return 409
-    if status != 404:
-        raise TargetRefused(f"the target answered HEAD with {status}", status)
+    if not absent:
+        status, _ = client.head(dest_id)
+        if status == 200:
+            return 409
+        if status != 404:
+            raise TargetRefused(f"the target answered HEAD with {status}", status)
     check_cancel()
     if progress is not None:
         progress()
