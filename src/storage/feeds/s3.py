@@ -47,6 +47,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 from urllib.parse import unquote_to_bytes
 
@@ -109,6 +110,24 @@ def encode_metadata(chunk_id, headers):
     return {"oio-format": FORMAT, "oio-sidecar": "1"}, sidecar
 
 
+# a chunk metadata header: the prefix, then the rest of an HTTP token
+_HEADER_NAME = re.compile(r"(?:x-oio-chunk-meta-|x-oio-ext-)[!#$%&'*+.^_`|~0-9a-z-]+\Z", re.I)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _checked(headers):
+    """``headers`` as they are, when each is a chunk metadata header a PUT may carry:
+    a backup's metadata never sets another header (Content-Length, Host, ...) nor
+    breaks the request's framing. BadBackup otherwise."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise BadBackup(f"its metadata names a header that is not chunk metadata: "
+                            f"{name[:60]!r}")
+        if _CONTROL.search(value):
+            raise BadBackup(f"its metadata {name} holds a control character")
+    return headers
+
+
 def decode_user_metadata(user):
     """The PUT headers in an object's user metadata (no sidecar). BadBackup."""
     headers = {}
@@ -123,8 +142,8 @@ def decode_user_metadata(user):
         try:
             headers[name] = _unquote(value)
         except (ValueError, UnicodeError):
-            raise BadBackup(f"metadata {key} is not percent-encoded ASCII") from None
-    return headers
+            raise BadBackup(f"metadata {key[:60]} is not percent-encoded ASCII") from None
+    return _checked(headers)
 
 
 def decode_sidecar(data, chunk_id):
@@ -144,7 +163,7 @@ def decode_sidecar(data, chunk_id):
             value.encode("latin-1")
     except UnicodeError:
         raise BadBackup("its metadata sidecar holds values that are not bytes") from None
-    return headers
+    return _checked(headers)
 
 
 # ---- boto3 ------------------------------------------------------------------------------
