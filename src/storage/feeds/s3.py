@@ -112,7 +112,7 @@ def encode_metadata(chunk_id, headers):
 
 # a chunk metadata header: the prefix, then the rest of an HTTP token
 _HEADER_NAME = re.compile(r"(?:x-oio-chunk-meta-|x-oio-ext-)[!#$%&'*+.^_`|~0-9a-z-]+\Z", re.I)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is a header value's
 
 
 def _checked(headers):
