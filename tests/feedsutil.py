@@ -40,7 +40,12 @@ def write_feeds(path, text):
 
 def replication(fid, node_or_port, **extra):
     port = node_or_port if isinstance(node_or_port, int) else node_or_port.port
-    lines = [f"[feed.{fid}]", 'type = "replication"', f'target = "http://127.0.0.1:{port}"']
+    return feed_table(fid, "replication", f"http://127.0.0.1:{port}", **extra)
+
+
+def feed_table(fid, kind, target, **extra):
+    """A [feed.N] table of a feeds file; ``extra`` keys as TOML values."""
+    lines = [f"[feed.{fid}]", f'type = "{kind}"', f'target = "{target}"']
     for key, value in extra.items():
         if isinstance(value, bool):
             value = "true" if value else "false"

@@ -143,12 +143,7 @@ class Node:
             return []
 
     def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        kill_group(self.proc)
 
     def access_lines(self, containing=None, timeout=5):
         """The access log's lines; with ``containing``, wait (bounded) until one has it:
@@ -163,3 +158,14 @@ class Node:
                     or time.monotonic() > deadline:
                 return lines
             time.sleep(0.05)
+
+
+def kill_group(proc):
+    """SIGKILL the process group of ``proc`` (a Popen started with
+    start_new_session), and reap it; nothing if it is None or gone."""
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)

@@ -1,13 +1,14 @@
 """A real S3 server for the s3backup tests: moto's server mode as its own process on
 127.0.0.1, and boto3 clients of it."""
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 from beanstalkutil import free_port
+from feedsutil import feed_table
+from nodeutil import kill_group
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -47,12 +48,7 @@ class MotoServer:
         raise RuntimeError("moto server did not answer")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        kill_group(self.proc)
         self.proc = None
 
     def client(self):
@@ -68,15 +64,7 @@ def s3backup(fid, server, bucket, prefix="", **extra):
     """A [feed.N] s3backup table for ``server`` (a MotoServer or an endpoint URL)."""
     endpoint = getattr(server, "endpoint", server)
     target = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-    lines = [f"[feed.{fid}]", 'type = "s3backup"', f'target = "{target}"',
-             f'endpoint = "{endpoint}"']
-    for key, value in extra.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, str):
-            value = f'"{value}"'
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+    return feed_table(fid, "s3backup", target, endpoint=endpoint, **extra)
 
 
 def keys(client, bucket, prefix=""):

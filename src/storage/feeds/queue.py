@@ -36,6 +36,7 @@ it finds one, so an operator's retry needs no signal and works across a restart.
 ``gen`` grows whenever a row is recorded again, so a delivery that started before
 (a chunk deleted while it was being copied) never marks the newer request done.
 """
+import contextlib
 import os
 import sqlite3
 import time
@@ -143,6 +144,19 @@ class FeedQueue:
     def close(self):
         self.db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE (the write lock now, waiting up to BUSY_TIMEOUT), then
+        COMMIT, or ROLLBACK if the body raised."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     # ---- recording (workers, on the request path) ------------------------------------
     def record(self, rows, now=None, forget_done=()):
         """Queue ``rows`` [(chunk_id, feed id, op, body or None)] and drop the DONE rows
@@ -157,16 +171,11 @@ class FeedQueue:
                 chunk_id, feed, op, body = rows[0]
                 db.execute(_RECORD, (chunk_id, feed, op, now, now, body))
                 return
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 db.executemany(_RECORD, [(c, f, o, now, now, b) for c, f, o, b in rows])
                 if forget_done:
                     db.executemany("DELETE FROM queue WHERE chunk_id = ? AND feed = ? "
                                    "AND state = 1", forget_done)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise QueueError(f"feeds queue {self.path}: {exc}") from None
 
@@ -204,8 +213,7 @@ class FeedQueue:
         make a counts row per feed, and recount ``pending`` (heals any drift).
         -> {feed id: rows dropped} for the feeds that went away."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             gone = {}
             marks = ",".join("?" * len(feed_ids)) or "0"  # ids are positive
             for (feed, count) in db.execute(
@@ -221,10 +229,6 @@ class FeedQueue:
                 db.execute("INSERT OR IGNORE INTO counts (feed) VALUES (?)", (fid,))
             db.execute("UPDATE counts SET state = 'ok', pending = (SELECT COUNT(*) FROM "
                        "queue WHERE queue.feed = counts.feed AND state = 0)")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return gone
 
     def new_feeds(self, feed_ids):
@@ -251,8 +255,7 @@ class FeedQueue:
         ends the backfill. -> rows actually queued."""
         now = time.time() if now is None else now
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             cur = db.executemany("INSERT OR IGNORE INTO queue (chunk_id, feed, op, state, "
                                  "next_at, updated) VALUES (?, ?, 0, 0, ?, ?)",
                                  [(cid, feed, now, now) for cid in rows])
@@ -262,10 +265,6 @@ class FeedQueue:
             else:
                 db.execute("UPDATE backfill SET cursor = ?, queued = queued + ? "
                            "WHERE feed = ?", (cursor, added, feed))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         return added
 
     def due(self, feed, limit, now=None):
@@ -288,8 +287,7 @@ class FeedQueue:
         now = time.time() if now is None else now
         db = self.db
         done, errors, last_errors = {}, {}, {}
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for feed, chunk_id, gen, kind, retry_at, code, error in outcomes:
                 key = (chunk_id, feed, gen)
                 if kind == "done":
@@ -327,10 +325,6 @@ class FeedQueue:
                            "VALUES (?, ?, ?) ON CONFLICT (feed) DO UPDATE SET "
                            "last_error = excluded.last_error, "
                            "last_error_at = excluded.last_error_at", (feed, error, now))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def set_state(self, feed, state):
         self.db.execute("UPDATE counts SET state = ? WHERE feed = ?", (state, feed))
@@ -372,8 +366,7 @@ class FeedQueue:
         now = time.time() if now is None else now
         db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 due = db.execute("UPDATE queue SET next_at = ? WHERE feed = ? AND state = 0 "
                                  "AND next_at > ?", (now, feed, now)).rowcount
                 requeued = db.execute(
@@ -382,10 +375,6 @@ class FeedQueue:
                 db.execute("INSERT INTO feed_info (feed, retry_at) VALUES (?, ?) "
                            "ON CONFLICT (feed) DO UPDATE SET retry_at = excluded.retry_at",
                            (feed, now))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise QueueError(f"feeds queue {self.path}: {exc}") from None
         return due, requeued
