@@ -156,11 +156,15 @@ class RestorePool:
         self.running = jobs  # workers not ended yet
         self.started = False
 
-    def results(self):
+    def start(self):
+        """Start the threads (``results()`` does it if need be)."""
         if not self.started:
             self.started = True
             for thread in self.threads:
                 thread.start()
+
+    def results(self):
+        self.start()
         while self.running:
             item = self._get(0.5)
             if item is not None:
