@@ -25,7 +25,6 @@ import http.client
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -36,8 +35,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "src"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from s3util import CREDENTIALS, MotoServer, put_backup  # noqa: E402
-from load_servers import NODE_BIN, NodeServer, clear, run_in_tmp  # noqa: E402
+from load_servers import NODE_BIN, NodeServer, clear, run_in_tmp
+from s3util import CREDENTIALS, MotoServer, put_backup
 
 KIB, MIB = 1 << 10, 1 << 20
 BUCKET = "bench-restore"

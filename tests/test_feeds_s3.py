@@ -303,7 +303,7 @@ def test_more_than_a_page_of_a_feed_restores_in_parallel_then_skips(node_factory
                                                                      bucket, moto):
     """1,100 chunks a real s3backup feed wrote: the listing takes two pages (1,000 keys
     each), eight threads restore them all, a second run skips them all."""
-    client, name = bucket
+    _, name = bucket
     node = s3node(node_factory, tmp_path, s3backup(1, moto, name, "p", concurrency=16))
     bodies = {chunk_id(n): b"%d" % n * 7 for n in range(1100)}
     conn = node.conn()

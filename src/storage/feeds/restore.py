@@ -212,7 +212,7 @@ class RestorePool:
                     break
         except (boterr.ClientError, boterr.BotoCoreError) as exc:
             self.done.put((None, LISTING, s3.describe(exc)))
-        except Exception as exc:  # noqa: BLE001 - said, rather than a hung run
+        except Exception as exc:  # said, rather than a hung run
             log.exception("listing the chunks to restore")
             self.done.put((None, LISTING, f"{exc.__class__.__name__}: {exc}"))
         finally:
@@ -238,7 +238,7 @@ class RestorePool:
                     outcome, reason = restorer.restore(chunk_id)
                 except Stopped:
                     break
-                except Exception as exc:  # noqa: BLE001 - one chunk, not the run
+                except Exception as exc:  # a bug fails one chunk, not the run
                     log.exception("restoring %s", chunk_id)
                     outcome, reason = FAILED, f"{exc.__class__.__name__}: {exc}"
                 if self.stopping.is_set() and outcome == FAILED:
