@@ -7,7 +7,9 @@
 5. bench/load_swap.py: SWAP stat and stream vs HTTP HEAD and GET on the same node;
 6. bench/load_feeds.py: PUT 1 MiB with three feeds vs none, and a replication feed's
    drain rate vs curl GET | curl PUT;
-7. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
+7. bench/load_restore.py: ``feeds restore`` from a moto S3 bucket with 1 and 4
+   threads vs a boto3 get_object + PUT loop;
+8. pytest micro-benchmarks under bench/ (test_*.py, and bench_*.py files holding
    test functions), if any, with --benchmark-enable.
 
 Each step runs in its own process; a failing step does not stop the next one.
@@ -62,6 +64,8 @@ def steps(args, out_dir=None):
     out.append(("load_swap", [py, swap_bench] + (["--quick"] if args.quick else [])))
     feeds_bench = os.path.join(HERE, "load_feeds.py")
     out.append(("load_feeds", [py, feeds_bench] + (["--quick"] if args.quick else [])))
+    restore_bench = os.path.join(HERE, "load_restore.py")
+    out.append(("load_restore", [py, restore_bench] + (["--quick"] if args.quick else [])))
     micro = micro_files()
     if micro and not args.skip_micro:
         out.append(("micro", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",

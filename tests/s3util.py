@@ -74,3 +74,27 @@ def keys(client, bucket, prefix=""):
                                                                  Prefix=prefix):
         out += [obj["Key"] for obj in page.get("Contents", [])]
     return sorted(out)
+
+
+def put_backup(client, bucket, chunk_id, body, prefix="", headers=None):
+    """Write ``body`` as the s3backup feed would back up a chunk of it (the format of
+    ``storage.feeds.s3``, metadata encoded by its own functions): the fixture of the
+    restore tests and benchmark that need many objects faster than a feed writes
+    them. -> the chunk's PUT headers."""
+    import hashlib
+
+    from storage.feeds import s3 as s3feed
+    headers = {"X-oio-Chunk-Meta-Content-Storage-Policy": "SINGLE",
+               "X-oio-Chunk-Meta-Content-Chunk-Method": "plain/nb_copy=1",
+               "X-oio-Chunk-Meta-Chunk-Pos": "0",
+               "X-oio-Chunk-Meta-Full-Path": "acct/cont/obj/1/" + "0123456789ABCDEF" * 2,
+               **(headers or {}),
+               "X-oio-Chunk-Meta-Chunk-Id": chunk_id,
+               "X-oio-Chunk-Meta-Chunk-Hash": hashlib.md5(body).hexdigest().upper(),
+               "X-oio-Chunk-Meta-Chunk-Size": str(len(body))}
+    key = s3feed.object_key(prefix, chunk_id)
+    user, sidecar = s3feed.encode_metadata(chunk_id, headers)
+    if sidecar is not None:
+        client.put_object(Bucket=bucket, Key=key + s3feed.SIDECAR_SUFFIX, Body=sidecar)
+    client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=user)
+    return headers

@@ -2,13 +2,15 @@
 nodes, moto's S3 server as its own process on 127.0.0.1, boto3 to look in the bucket."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 from feedsutil import chunk_id, pending, stat, wait_for, write_feeds
-from s3util import CREDENTIALS, MotoServer, keys, s3backup
+from s3util import CREDENTIALS, MotoServer, keys, put_backup, s3backup
 
 from storage.feeds import s3 as s3feed
 
@@ -277,6 +279,8 @@ def test_restore_usage_errors(node_factory, tmp_path, moto):
                   + '[feed.2]\ntype = "indexing"\ntarget = "beanstalk://127.0.0.1:1"\n')
     for args, words in [((9,), "no feed 9"), ((2,), "restore reads s3backup"),
                         ((1, "xyz"), "not a chunk id"),
+                        ((1, "--jobs", "0"), "--jobs: must be an integer in 1..64"),
+                        ((1, "--jobs", "65"), "1..64"), ((1, "--jobs", "x"), "1..64"),
                         ((1, "--to", "ftp://x"), "not an http node URL")]:
         code, _, err = cli("restore", "-f", node.conf_path, "--feed", *args)
         assert code == 2 and words in err and "Traceback" not in err, err
@@ -284,3 +288,86 @@ def test_restore_usage_errors(node_factory, tmp_path, moto):
     assert code == 2 and "cannot read" in err
     code, _, err = cli("restore", "-f", node.conf_path, "--feed", 1)
     assert code == 1 and "NoSuchBucket" in err and "Traceback" not in err
+
+
+# ---- parallel restore ----------------------------------------------------------------------
+def node_files(node):
+    """{chunk id: path} of the chunk files in the node's docroot, and the paths of
+    files still ``.pending``."""
+    chunks, partial = {}, []
+    for top, dirs, files in os.walk(node.docroot):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.endswith(".pending"):
+                partial.append(os.path.join(top, name))
+            elif not name.startswith("."):  # not the node's lock
+                chunks[name] = os.path.join(top, name)
+    return chunks, partial
+
+
+def test_more_than_a_page_of_a_feed_restores_in_parallel_then_skips(node_factory, tmp_path,
+                                                                     bucket, moto):
+    """1,100 chunks a real s3backup feed wrote: the listing takes two pages (1,000 keys
+    each), eight threads restore them all, a second run skips them all."""
+    _, name = bucket
+    node = s3node(node_factory, tmp_path, s3backup(1, moto, name, "p", concurrency=16))
+    bodies = {chunk_id(n): b"%d" % n * 7 for n in range(1100)}
+    conn = node.conn()
+    for cid, body in bodies.items():
+        assert node.put(cid, body, conn=conn)[0] == 201
+    conn.close()
+    assert wait_for(lambda: pending(node, 1) == 0, 40)
+    fresh = node_factory()
+    code, out, err = cli("restore", "-f", node.conf_path, "--feed", 1, "--to",
+                         f"http://{fresh.host}", "--jobs", 8, "--progress", timeout=120)
+    assert (code, out) == (0, ""), err
+    assert "1100 restored, 0 skipped, 0 failed" in err and "restored 1100" in err
+    conn = fresh.conn()
+    for cid, body in bodies.items():
+        assert fresh.request("GET", f"/{cid}", conn=conn)[2] == body, cid
+    conn.close()
+    assert meta_of(fresh, chunk_id(1099)) == meta_of(node, chunk_id(1099))
+    code, _, err = cli("restore", "-f", node.conf_path, "--feed", 1, "--to",
+                       f"http://{fresh.host}", "--jobs", 8, timeout=120)
+    assert code == 0 and "0 restored, 1100 skipped, 0 failed" in err
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_no_partial_chunk(node_factory, tmp_path, bucket,
+                                                          moto):
+    """SIGINT to a restore in the middle of 3 MiB chunks (several pieces each): exit
+    130, a partial summary, no traceback; what the node has is whole."""
+    client, name = bucket
+    node = s3node(node_factory, tmp_path, s3backup(1, moto, name))
+    seed = os.urandom(3 << 20)
+    bodies = {chunk_id(n): seed[n:] + seed[:n] for n in range(24)}
+    for cid, body in bodies.items():
+        put_backup(client, name, cid, body)
+    fresh = node_factory()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storage", "feeds", "restore", "-f", str(node.conf_path),
+         "--feed", "1", "--to", f"http://{fresh.host}", "--jobs", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **CREDENTIALS})
+    try:
+        assert wait_for(lambda: len(node_files(fresh)[0]) >= 2, 60, step=0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and out == ""
+    assert "(interrupted: the other chunks were not tried)" in err
+    restored = int(err.split("feed 1: ")[1].split()[0])
+    time.sleep(0.5)  # the node has seen every connection close
+    chunks, partial = node_files(fresh)
+    assert partial == []
+    assert restored <= len(chunks) < len(bodies)
+    conn = fresh.conn()
+    for cid in chunks:
+        status, _, body = fresh.request("GET", f"/{cid}", conn=conn)
+        assert status == 200 and body == bodies[cid], cid
+    conn.close()
+    # a run to the end completes what the first one left
+    code, _, err = cli("restore", "-f", node.conf_path, "--feed", 1, "--to",
+                       f"http://{fresh.host}")
+    assert code == 0 and f"{24 - len(chunks)} restored, {len(chunks)} skipped" in err

@@ -2,7 +2,7 @@
 
     storage-node feeds status  -f CONF [--json]
     storage-node feeds retry   -f CONF --feed ID
-    storage-node feeds restore -f CONF --feed ID [--to URL] [CHUNKID...]
+    storage-node feeds restore -f CONF --feed ID [--to URL] [--jobs N] [CHUNKID...]
 
 CONF is the node's oio-rawx configuration: its ``docroot`` holds the feeds queue
 (``.storage-node/feeds.db``) and its ``feeds_config`` the feed definitions.
@@ -17,13 +17,18 @@ CONF is the node's oio-rawx configuration: its ``docroot`` holds the feeds queue
 - ``restore``: every chunk of an s3backup feed's bucket (under its prefix), or the
   named ones, PUT back on the node of CONF (its ``listen`` address) or ``--to``; a
   chunk the node has is skipped. One line per chunk that is not restored, a progress
-  line on stderr (on a terminal, or with --progress), a summary.
+  line on stderr (on a terminal, or with --progress), a summary. ``--jobs N`` chunks
+  at once (default 4), each thread with its own connection to the node. Ctrl-C
+  stops it: the chunks being copied are dropped (the node discards a PUT cut short),
+  the summary says what was done, exit 130.
 
 Exit status: 0 success (restore: every chunk restored or skipped), 1 otherwise, 2 for
-bad arguments or configuration.
+bad arguments or configuration, 130 for a restore stopped by Ctrl-C.
 """
+import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -32,6 +37,7 @@ from storage.cli.common import Counter
 from storage.rawx.meta import valid_chunk_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 
 class Usage(Exception):
@@ -162,51 +168,79 @@ def cmd_restore(args):
         for item in args.chunks:
             if not valid_chunk_id(item):
                 raise Usage(f"not a chunk id (24 to 64 hex digits): {item!r}")
+        from storage.feeds import restore, s3
         from storage.rawxclient import RawxClient
+        jobs = args.jobs or restore.DEFAULT_JOBS
         url = args.to or f"http://{config.listen}"
         try:
-            rawx = RawxClient(url, timeout=args.timeout)
+            rawxes = [RawxClient(url, timeout=args.timeout) for _ in range(jobs)]
         except ValueError as exc:
             raise Usage(str(exc)) from None
         try:
-            from storage.feeds import restore, s3
-            client = s3.make_client(feed.endpoint, args.timeout, attempts=3)
+            # the workers and the lister share it: a pooled connection each
+            client = s3.make_client(feed.endpoint, args.timeout, attempts=3,
+                                    pool=jobs + 1)
         except ImportError:
             raise Usage("restore needs boto3, which is not installed") from None
     except Usage as exc:
         return _fail(str(exc))
-    restorer = restore.Restorer(client, feed, rawx)
+    import threading
+    stopping = threading.Event()
     named = [c.upper() for c in args.chunks]
+    ids = named or restore.chunk_ids(client, feed.bucket, feed.key_prefix)
+    pool = restore.RestorePool([restore.Restorer(client, feed, rawx, stopping)
+                                for rawx in rawxes], ids, stopping)
     counts = {restore.RESTORED: 0, restore.SKIPPED: 0, restore.FAILED: 0}
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     counter = Counter(len(named) if named else None, sys.stderr, "restored") \
         if progress else None
-    import botocore.exceptions as boterr
-    try:
-        for chunk_id in named or restore.chunk_ids(client, feed.bucket, feed.key_prefix):
-            outcome, reason = restorer.restore(chunk_id)
-            counts[outcome] += 1
-            if outcome == restore.FAILED:
-                if counter is not None:
-                    counter.clear()
-                print(f"{chunk_id} {reason}", flush=True)
-            if counter is not None:
-                counter.add(failed=outcome == restore.FAILED)
-    except (boterr.ClientError, boterr.BotoCoreError) as exc:  # the listing failed
-        if counter is not None:
+
+    def note(chunk_id, outcome, reason):
+        if counter is not None and outcome in (restore.FAILED, restore.LISTING):
             counter.clear()
-        print(f"storage-node feeds: listing s3://{feed.bucket}/{feed.key_prefix}: "
-              f"{s3.describe(exc)}", file=sys.stderr)
-        counts[restore.FAILED] += 1
+        if outcome == restore.LISTING:
+            print(f"storage-node feeds: listing s3://{feed.bucket}/{feed.key_prefix}: "
+                  f"{reason}", file=sys.stderr, flush=True)
+            counts[restore.FAILED] += 1
+            return
+        counts[outcome] += 1
+        if outcome == restore.FAILED:
+            print(f"{chunk_id} {reason}", flush=True)
+        if counter is not None:
+            counter.add(failed=outcome == restore.FAILED)
+
+    interrupted = False
+    try:
+        for chunk_id, outcome, reason in pool.results():
+            note(chunk_id, outcome, reason)
+    except KeyboardInterrupt:
+        interrupted = True
+        # a second Ctrl-C while the threads stop (5 s at most) would be a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for item in pool.stop():
+            note(*item)
     finally:
-        rawx.close()
         client.close()
-    if counter is not None and counter.total is None:
+    if counter is not None and (counter.total is None or interrupted):
         sys.stderr.write("\n")
     print(f"feed {feed.id}: {counts[restore.RESTORED]} restored, "
-          f"{counts[restore.SKIPPED]} skipped, "
-          f"{counts[restore.FAILED]} failed", file=sys.stderr)
+          f"{counts[restore.SKIPPED]} skipped, {counts[restore.FAILED]} failed"
+          + (" (interrupted: the other chunks were not tried)" if interrupted else ""),
+          file=sys.stderr)
+    if interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if not counts[restore.FAILED] else EXIT_FAILED
+
+
+def _jobs(text):
+    from storage.feeds.restore import MAX_JOBS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..{MAX_JOBS}: {text!r}")
+    return value
 
 
 def add_subparser(subparsers):
@@ -244,6 +278,9 @@ def add_subparser(subparsers):
                       help="only these chunks (default: every chunk of the feed)")
     rest.add_argument("--timeout", type=float, default=60.0,
                       help="seconds a request may take (default 60)")
+    rest.add_argument("--jobs", type=_jobs, metavar="N",
+                      help="chunks restored at once, each with its own connection to "
+                           "the node, 1..64 (default 4)")
     rest.add_argument("--progress", action="store_true", default=None,
                       help="a progress line on stderr even when it is not a terminal")
     rest.set_defaults(func=cmd_restore)

@@ -2,14 +2,35 @@
 restore``): each chunk is PUT with the metadata headers its object carries (user
 metadata or sidecar, see ``feeds.s3``), its hash among them, so the node verifies the
 data; a chunk the node already has is skipped (HEAD 200). The object's body streams
-through in pieces: memory is bounded by a piece and a page of the listing.
+through in pieces.
+
+``RestorePool`` runs ``jobs`` restores at once: a lister thread reads the listing (or
+the named ids) into a bounded queue of ``2 * jobs`` ids, each worker thread restores
+with a RawxClient of its own (one connection, not thread-safe) and the boto3 client
+they share (thread-safe), and the caller's thread gets every result, in the order they
+finish. Memory stays bounded by a page of the listing, the queue and ``jobs`` pieces,
+whatever the bucket holds. ``stop()`` ends it early: the lister stops, a worker drops
+a PUT between two pieces (the node discards a body cut short) and the workers'
+connections are shut down, so a stop never leaves a partial chunk on the node.
 """
+import logging
+import queue
+import threading
+import time
+
 from storage.feeds import s3
 from storage.rawx.meta import valid_chunk_id
 from storage.rawxclient import RawxError
 
 PIECE = 1 << 20  # bytes read from S3 and sent to the node at once
 RESTORED, SKIPPED, FAILED = "restored", "skipped", "failed"
+LISTING = "listing"  # a result whose reason says why the listing failed
+DEFAULT_JOBS, MAX_JOBS = 4, 64
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """A restore dropped because the run is stopping (RestorePool.stop)."""
 
 
 def chunk_ids(client, bucket, key_prefix):
@@ -28,13 +49,15 @@ class Restorer:
     """Restores chunks of one s3backup ``feed`` (its bucket and prefix) with the boto3
     ``client`` onto the node of ``rawx`` (a RawxClient)."""
 
-    def __init__(self, client, feed, rawx):
+    def __init__(self, client, feed, rawx, stopping=None):
         self.client = client
         self.feed = feed
         self.rawx = rawx
+        self.stopping = stopping  # a threading.Event: set, a PUT is dropped midway
 
     def restore(self, chunk_id):
-        """-> (RESTORED | SKIPPED | FAILED, reason)."""
+        """-> (RESTORED | SKIPPED | FAILED, reason). Stopped when ``stopping`` is set
+        during the copy (the PUT is dropped: the node keeps nothing of it)."""
         import botocore.exceptions as boterr
         try:
             status, _ = self.rawx.head(chunk_id)
@@ -100,6 +123,8 @@ class Restorer:
                     data = body.read(PIECE)
                     if not data:
                         break
+                    if self.stopping is not None and self.stopping.is_set():
+                        raise Stopped()
                     upload.write(data)
             except BaseException:
                 upload.abort()
@@ -108,3 +133,117 @@ class Restorer:
         finally:
             body.close()
         return RESTORED, ""
+
+
+class RestorePool:
+    """One thread per Restorer of ``restorers`` (each with its own RawxClient, all
+    with the same ``stopping`` event) restoring the chunk ids the iterable ``ids``
+    yields. ``results()`` yields (chunk_id, outcome, reason) in the caller's thread,
+    and (None, LISTING, reason) if iterating ``ids`` raised."""
+
+    def __init__(self, restorers, ids, stopping):
+        self.restorers = restorers
+        self.ids = ids
+        self.stopping = stopping
+        jobs = len(restorers)
+        self.todo = queue.Queue(2 * jobs)  # chunk ids, then one None per worker
+        self.done = queue.Queue()  # results; a worker that ends puts None
+        self.threads = [threading.Thread(target=self._list, name="restore-lister",
+                                         daemon=True)]
+        self.threads += [threading.Thread(target=self._work, args=(one,), daemon=True,
+                                          name=f"restore-{n}")
+                         for n, one in enumerate(restorers)]
+        self.running = jobs  # workers not ended yet
+        self.started = False
+
+    def start(self):
+        """Start the threads (``results()`` does it if need be)."""
+        if not self.started:
+            self.started = True
+            for thread in self.threads:
+                thread.start()
+
+    def results(self):
+        self.start()
+        while self.running:
+            item = self._get(0.5)
+            if item is not None:
+                yield item
+
+    def stop(self, grace=5.0):
+        """Stop early: -> the results that came in meanwhile (restores that ended
+        before they saw the stop). Waits ``grace`` seconds at most."""
+        self.stopping.set()
+        for restorer in self.restorers:
+            restorer.rawx.shutdown()  # a HEAD or a reply being waited for fails now
+        deadline = time.monotonic() + grace
+        late = []
+        while self.running and time.monotonic() < deadline:
+            item = self._get(0.1)
+            if item is not None and item[1] != FAILED:  # a failure now is the stop's
+                late.append(item)
+        return late
+
+    def _get(self, timeout):
+        """A result, or None (a worker ended, or nothing came within ``timeout``)."""
+        try:
+            item = self.done.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is None:
+            self.running -= 1
+        return item
+
+    def _put(self, item):
+        """Put on the bounded queue unless the run stops first; -> whether it did."""
+        while not self.stopping.is_set():
+            try:
+                self.todo.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _list(self):
+        import botocore.exceptions as boterr
+        try:
+            for chunk_id in self.ids:
+                if not self._put(chunk_id):
+                    break
+        except (boterr.ClientError, boterr.BotoCoreError) as exc:
+            self.done.put((None, LISTING, s3.describe(exc)))
+        except Exception as exc:  # said, rather than a hung run
+            log.exception("listing the chunks to restore")
+            self.done.put((None, LISTING, f"{exc.__class__.__name__}: {exc}"))
+        finally:
+            for _ in self.restorers:
+                if not self._put(None):
+                    break
+
+    def _next(self):
+        while not self.stopping.is_set():
+            try:
+                return self.todo.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        return None
+
+    def _work(self, restorer):
+        try:
+            while True:
+                chunk_id = self._next()
+                if chunk_id is None:
+                    break
+                try:
+                    outcome, reason = restorer.restore(chunk_id)
+                except Stopped:
+                    break
+                except Exception as exc:  # a bug fails one chunk, not the run
+                    log.exception("restoring %s", chunk_id)
+                    outcome, reason = FAILED, f"{exc.__class__.__name__}: {exc}"
+                if self.stopping.is_set() and outcome == FAILED:
+                    break  # the stop's doing: it shut the connection down
+                self.done.put((chunk_id, outcome, reason))
+        finally:
+            restorer.rawx.close()
+            self.done.put(None)
