@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "src"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from load_servers import NODE_BIN, NodeServer, clear, run_in_tmp
+from load_servers import NodeServer, clear, run_in_tmp
 from s3util import CREDENTIALS, MotoServer, put_backup
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -46,19 +46,6 @@ TIMEOUT = 60.0  # seconds a request may take
 
 def chunk_id(n):
     return "%064X" % (0x5E570E00000000000000000000000000 + n)
-
-
-def node_binary(tmp):
-    """The storage-node command: the project's venv one, else (a git worktree without
-    a venv) a launcher that runs this checkout's code with this interpreter."""
-    if os.path.exists(NODE_BIN):
-        return NODE_BIN
-    path = os.path.join(tmp, "storage-node")
-    with open(path, "w") as f:
-        f.write(f'#!/bin/sh\nPYTHONPATH={os.path.join(REPO, "src")} '
-                f'exec {sys.executable} -m storage "$@"\n')
-    os.chmod(path, 0o755)
-    return path
 
 
 def fill_bucket(client, prefix, size, count, base):
@@ -153,8 +140,7 @@ def bench(tmp, args):
         client = s3_server.client()
         client.create_bucket(Bucket=BUCKET)
         os.makedirs(os.path.join(tmp, "node"))
-        node = NodeServer(os.path.join(tmp, "node"), os.path.join(tmp, "node", "data"),
-                          binary=node_binary(tmp))
+        node = NodeServer(os.path.join(tmp, "node"), os.path.join(tmp, "node", "data"))
         with node:
             print("Restore from S3 (moto on 127.0.0.1) onto one node: the restore engine "
                   "with 1 and 4 threads vs a get_object + PUT loop")
