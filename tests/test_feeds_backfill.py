@@ -1,7 +1,10 @@
 """Backfill: a feed added to a volume that already holds chunks is owed them (real
 nodes, a real volume; storage.feeds.backfill)."""
+import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 
 from feedsutil import chunk_id, pending, replication, stat, wait_delivery_pid, wait_for
@@ -134,3 +137,27 @@ def test_the_scan_resumes_after_its_cursor(tmp_path):
     assert queued == sorted(ids)
     assert fq.counts()[1][0] == 4
     fq.close()
+
+
+def test_feeds_status_shows_a_backfill_under_way(tmp_path):
+    docroot = tmp_path / "vol"
+    docroot.mkdir()
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(replication(1, 9))
+    conf = tmp_path / "rawx.conf"
+    conf.write_text(f"listen 127.0.0.1:6009\nnamespace OPENIO\ndocroot {docroot}\n"
+                    f"feeds_config {feeds}\n")
+    fq = FeedQueue(str(docroot))
+    fq.prepare_feeds([1])
+    fq.start_backfill([1])
+    fq.backfill_step(1, [chunk_id(1), chunk_id(2)], "7FF")
+    fq.close()
+    out = subprocess.run([sys.executable, "-m", "storage", "feeds", "status", "-f", str(conf),
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    fill = json.loads(out.stdout)[0]["backfill"]
+    assert fill["directory"] == "7FF" and fill["fraction"] == 0.5 and fill["queued"] == 2
+    out = subprocess.run([sys.executable, "-m", "storage", "feeds", "status", "-f", str(conf)],
+                         capture_output=True, text=True, timeout=60)
+    assert "feed 1: backfill of the older chunks 50% done (hash directory 7FF), 2 queued" \
+        in out.stdout

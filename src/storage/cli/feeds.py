@@ -86,6 +86,7 @@ def feed_rows(config, now=None):
     rows = []
     try:
         counts = queue.counts() if queue else {}
+        backfills = queue.backfills() if queue else {}
         for feed in config.feeds:
             pending, done, errors, state = counts.get(feed.id, (0, 0, 0, "ok"))
             oldest = queue.oldest_pending(feed.id) if queue else None
@@ -97,11 +98,26 @@ def feed_rows(config, now=None):
                 "state": state,
                 "last_error": last[0] if last else None,
                 "last_error_at": last[1] if last else None,
+                "backfill": _backfill(backfills.get(feed.id), now),
             })
     finally:
         if queue:
             queue.close()
     return rows
+
+
+def _backfill(mark, now):
+    """What a feed's unfinished backfill has done: None when it has none."""
+    if mark is None:
+        return None
+    cursor, started, queued = mark
+    digits = (cursor or "").replace("/", "")
+    try:
+        done = (int(digits, 16) + 1) / 16 ** len(digits) if digits else 0.0
+    except ValueError:
+        done = 0.0
+    return {"directory": cursor, "fraction": round(done, 4), "queued": queued,
+            "running_for": round(max(0.0, now - started), 1)}
 
 
 def _age(seconds):
@@ -134,6 +150,12 @@ def cmd_status(args):
     widths = [max(len(line[i]) for line in table) for i in range(len(head) - 1)]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+    for r in rows:
+        fill = r["backfill"]
+        if fill is not None:
+            print(f"feed {r['id']}: backfill of the older chunks {fill['fraction']:.0%} done "
+                  f"(hash directory {fill['directory'] or '-'}), {fill['queued']} queued, "
+                  f"running for {_age(fill['running_for'])}")
     return EXIT_OK
 
 
