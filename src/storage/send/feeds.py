@@ -18,6 +18,7 @@ pauses): this SEND only puts the chunk first in line and watches the queue.
 import email.utils
 import logging
 import re
+import sqlite3
 import time
 
 from storage.errors import BadRequest
@@ -131,8 +132,8 @@ class FeedSend:
                 else:
                     head = None
                     self._poll(fqueue)
-        except QueueError as exc:
-            log.error("feed SEND %s: %s", self.chunk_id, exc)
+        except (QueueError, sqlite3.Error) as exc:  # a read fails as sqlite3.Error
+            log.error("feed SEND %s: the feeds queue: %s", self.chunk_id, exc)
             return TaskOutcome(503, ["error: the feeds queue is unavailable"])
         expired = self.deadline is not None and time.monotonic() >= self.deadline
         if not self.waiting or expired:
