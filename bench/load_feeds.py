@@ -9,20 +9,25 @@
    - "recording": the delivery process is paused (SIGSTOP) during the PUTs, so the
      ratio is the request path's own cost (queue rows before each 201);
    - "delivering": the delivery runs meanwhile (at nice 10, as in production). Node
-     B (the target) and beanstalkd stand in for other machines: they run at nice 10
-     too, yet they share A's two cores, so this ratio still counts part of the
-     copy's work that a real target does elsewhere.
+     B (the target), beanstalkd and a moto S3 server stand in for other machines:
+     they run at nice 10 too, yet they share A's two cores, so this ratio still
+     counts part of the copy's work that a real target does elsewhere.
+   After each run with feeds, every feed drains before the next run starts, so the
+   delivery of one run never competes with the run without feeds.
+2. Drain rate of a replication feed (A -> B, feed concurrency 4): chunks of 64 KiB
+   and 1 MiB stored on A while the delivery is paused, then timed from SIGCONT until
+   ``/stat`` shows ``feed.1.pending 0``; against ``curl GET A | curl PUT B`` over the
+   same chunks, one after the other (what an operator would script). The same with a
+   feed that asks B over SWAP which chunks it has (``swap``), and a resync where B
+   has every chunk already.
 3. Memory while chunks are pending: 100,000 chunks of 4 KiB PUT on a node whose
    three feeds (replication, indexing, s3backup) all point at 127.0.0.1 ports where
    nothing listens, so every row stays pending; the RSS of the workers and of the
    delivery process after 10,000 and after 100,000, and the queue's size on disk.
    Then the replication target comes up and the delivery drains for 10 s: its peak.
-2. Drain rate of a replication feed (A -> B, feed concurrency 4): chunks of 64 KiB
-   and 1 MiB stored on A while the delivery is paused, then timed from SIGCONT until
-   ``/stat`` shows ``feed.1.pending 0``; against ``curl GET A | curl PUT B`` over the
-   same chunks, one after the other (what an operator would script).
 
     .venv/bin/python bench/load_feeds.py [--quick | --smoke] [--repeat N] [--pending N]
+        [--only put|drain|pending]
 
 ``--smoke`` only checks that it runs (a fraction of a second per step).
 
@@ -46,8 +51,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
 from s3util import CREDENTIALS, MotoServer  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
-from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
-                          memory_kib, process_tree, request)
+from load_servers import (CHUNK_META, NodeServer, clear, cpu_seconds,  # noqa: E402
+                          curl_copy, fill, memory_kib, process_tree, request)
 
 KIB, MIB = 1 << 10, 1 << 20
 BUCKET = "bench-bucket"
@@ -106,12 +111,26 @@ def feeds_file(path, target_port, beanstalk_port, three, s3_endpoint=None):
     return path
 
 
+def worker_cpu(node):
+    """CPU seconds used so far by the node's master and workers (its feeds delivery
+    process left out)."""
+    try:
+        delivery = delivery_pid(node)
+    except (OSError, ValueError, IndexError):
+        delivery = None
+    skip = set(process_tree(delivery)) if delivery else set()
+    return sum(cpu_seconds(pid) for pid in process_tree(node.proc.pid) if pid not in skip)
+
+
 def put_rate(node, seconds, max_requests, tag):
+    """(MB/s, p99 ms, the node's workers' CPU ms per MiB stored)."""
     plan = PutPlan(port=node.port, flavor="rawx", size=MIB, ok_statuses=(201,),
                    run_tag=tag)
+    cpu = worker_cpu(node)
     stats = run_put_load(plan, procs=1, conns=4, duration=seconds,
                          max_requests=max_requests)
-    return stats.mb_per_s, stats.percentile_ms(99)
+    cpu = worker_cpu(node) - cpu
+    return stats.mb_per_s, stats.percentile_ms(99), cpu * 1e3 / max(stats.ok, 1)
 
 
 def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
@@ -120,6 +139,7 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
     -> (median MB/s by name, median p99 ms by name, the pairs' ratios)."""
     rates = {"none": [], "feeds": []}
     p99 = {"none": [], "feeds": []}
+    cpu = {"none": [], "feeds": []}
     ratios = []
     pid = wait_delivery(fed)
     for i in range(repeat):
@@ -129,18 +149,23 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
             if name == "feeds" and paused:
                 os.kill(pid, signal.SIGSTOP)
             try:
-                rate, tail = put_rate(node, seconds, max_requests,
-                                      "%08X" % random.getrandbits(32))
+                rate, tail, cost = put_rate(node, seconds, max_requests,
+                                            "%08X" % random.getrandbits(32))
             finally:
                 if name == "feeds" and paused:
                     os.kill(pid, signal.SIGCONT)
             rates[name].append(rate)
             p99[name].append(tail)
+            cpu[name].append(cost)
             pair[name] = rate
+            if name == "feeds":
+                # what is left to deliver must not run during the next "none" run
+                for feed in (1, 2, 3):
+                    wait_drained(fed, feed, 600)
         ratios.append(pair["feeds"] / pair["none"])
-        wait_drained(fed, 1, 600)
     return ({k: statistics.median(v) for k, v in rates.items()},
-            {k: statistics.median(v) for k, v in p99.items()}, ratios)
+            {k: statistics.median(v) for k, v in p99.items()}, ratios,
+            {k: statistics.median(v) for k, v in cpu.items()})
 
 
 def record_cost(tmp, feeds_path, count, rounds):
@@ -372,15 +397,17 @@ def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
             print("PUT 1 MiB (1 process x 4 connections), no feeds vs three feeds "
                   "(replication, indexing, s3backup)")
             print(f"{'delivery':>11} {'none MB/s':>10} {'feeds MB/s':>11} "
-                  f"{'ratio':>6} {'pairs min-max':>14} {'p99 none':>9} {'p99 feeds':>10}")
+                  f"{'ratio':>6} {'pairs min-max':>14} {'p99 none':>9} {'p99 feeds':>10} "
+                  f"{'CPU ms/MiB none':>16} {'feeds':>6}")
             for paused in (True, False):
-                rates, p99, ratios = put_ratio(plain, fed, repeat, seconds,
-                                               max_requests, paused)
+                rates, p99, ratios, cpu = put_ratio(plain, fed, repeat, seconds,
+                                                    max_requests, paused)
                 label = "recording" if paused else "delivering"
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
                       f"{statistics.median(ratios):>5.2f}x {spread:>14} "
-                      f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms", flush=True)
+                      f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms "
+                      f"{cpu['none']:>16.2f} {cpu['feeds']:>6.2f}", flush=True)
     if "drain" in steps:
         a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
                        extra_conf=[f"feeds_config {one}"])
