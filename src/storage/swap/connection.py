@@ -40,9 +40,16 @@ MAX_JOBS = 64  # request records queued before reading stops
 MAX_OUT = 4 << 20  # reply bytes queued before reading stops
 NODE_ONLY = {T.SLICE_ONLINE, T.FG_LIST, T.PARTITION_DETAILS, T.SLICE_OFFLINE,
              T.PATH_DETAILS, T.DELETE_IMMEDIATE, T.LIST_PEER_RESULT}
-_ON_THREAD = {T.GET_PATH_DETAILS, T.LIST_DIRECTORY, T.REQUEST_FILE_STREAM,
-              T.RANDOM_ACCESS_OPEN, T.REQUEST_FILE_SEGMENT, T.TRANSMIT_FILE_STREAM,
-              T.FILE_SEGMENT, T.CLOSE_FILE, T.DELETE_PATH}
+# the Session method answering each request that touches the disk (an I/O thread's)
+ON_THREAD = {T.GET_PATH_DETAILS: Session.get_path_details,
+             T.LIST_DIRECTORY: Session.list_directory,
+             T.REQUEST_FILE_STREAM: Session.request_file_stream,
+             T.RANDOM_ACCESS_OPEN: Session.random_access_open,
+             T.REQUEST_FILE_SEGMENT: Session.request_file_segment,
+             T.TRANSMIT_FILE_STREAM: Session.transmit_file_stream,
+             T.FILE_SEGMENT: Session.file_segment,
+             T.CLOSE_FILE: Session.close_file,
+             T.DELETE_PATH: Session.delete_path}
 
 
 class SwapService:
@@ -205,7 +212,7 @@ class SwapConnection(LoopConnection):
         try:
             while not self.running and self.jobs and not self.out and not self.closed:
                 msg_type, record = self.jobs.popleft()
-                if msg_type in _ON_THREAD and self.worker.offloader is not None:
+                if msg_type in ON_THREAD and self.worker.offloader is not None:
                     self.running = True
                     self.worker.offloader.submit(
                         lambda: self._run(msg_type, record), self._job_done)
@@ -234,37 +241,24 @@ class SwapConnection(LoopConnection):
 
     def _run(self, msg_type, record):
         """The reply items of one request record (on a thread for disk work)."""
-        session, service = self.session, self.service
-        if msg_type == T.LIST_PARTITIONS:
-            return [self._partition_details()]
-        if msg_type == T.LIST_FG:
-            return [swap.encode(T.FG_LIST, [(g.uuid, [g.slice], [g.namespace])
-                                            for g in service.groups])]
-        if msg_type == T.LIST_SLICES:
-            slices = sorted((g.slice for g in service.groups), key=java_order)
-            return [swap.encode(T.SLICE_ONLINE, [(s,) for s in slices])]
-        if msg_type == T.LIST_PEERS:
-            return [swap.encode(T.LIST_PEER_RESULT, [(ip.packed, port)
-                                                     for ip, port in service.peers])]
-        if msg_type == T.GET_PATH_DETAILS:
-            return session.get_path_details(*record)
-        if msg_type == T.LIST_DIRECTORY:
-            return session.list_directory(*record)
-        if msg_type == T.REQUEST_FILE_STREAM:
-            return session.request_file_stream(*record)
-        if msg_type == T.RANDOM_ACCESS_OPEN:
-            return session.random_access_open(*record)
-        if msg_type == T.REQUEST_FILE_SEGMENT:
-            return session.request_file_segment(*record)
-        if msg_type == T.TRANSMIT_FILE_STREAM:
-            return session.transmit_file_stream(*record)
-        if msg_type == T.FILE_SEGMENT:
-            return session.file_segment(*record)
-        if msg_type == T.CLOSE_FILE:
-            return session.close_file(*record)
-        if msg_type == T.DELETE_PATH:
-            return session.delete_path(*record)
-        return []  # CREATE_FG, node-only messages of peers: nothing to answer
+        disk = ON_THREAD.get(msg_type)
+        if disk is not None:
+            return disk(self.session, *record)
+        answer = ON_LOOP.get(msg_type)
+        # CREATE_FG, node-only messages of peers: nothing to answer
+        return [answer(self)] if answer is not None else []
+
+    def _list_fg(self):
+        return swap.encode(T.FG_LIST, [(g.uuid, [g.slice], [g.namespace])
+                                       for g in self.service.groups])
+
+    def _list_slices(self):
+        slices = sorted((g.slice for g in self.service.groups), key=java_order)
+        return swap.encode(T.SLICE_ONLINE, [(s,) for s in slices])
+
+    def _list_peers(self):
+        return swap.encode(T.LIST_PEER_RESULT, [(ip.packed, port)
+                                                for ip, port in self.service.peers])
 
     def _partition_details(self):
         try:
@@ -500,3 +494,10 @@ def _name(msg_type):
         return MessageType(msg_type).name
     except ValueError:
         return str(msg_type)
+
+
+# the reply of each request answered on the loop (lists kept in memory)
+ON_LOOP = {T.LIST_PARTITIONS: SwapConnection._partition_details,
+           T.LIST_FG: SwapConnection._list_fg,
+           T.LIST_SLICES: SwapConnection._list_slices,
+           T.LIST_PEERS: SwapConnection._list_peers}
