@@ -3,11 +3,12 @@ feed whose filter matches it, and a delivery process works through the queue.
 
 - ``config``: the TOML feed definitions (``feeds_config``);
 - ``queue``: the durable queue (SQLite, WAL) on the volume;
+- ``inbox``: the workers' record files, which the delivery process ingests;
 - ``deliver``: the delivery process the master forks;
 - ``storage.send.feeds``: the feed form of SEND, which waits on this queue;
 - this module: ``FeedRecorder``, what request handlers call at the moment a chunk's
-  201 or 204 is decided, before the reply goes out, and what ``/stat`` and a verbose
-  HEAD read.
+  201 or 204 is decided, before the reply goes out (one write to the worker's inbox),
+  and what ``/stat`` and a verbose HEAD read (the queue).
 """
 import contextlib
 import email.utils
@@ -17,6 +18,7 @@ import time
 from urllib.parse import unquote_to_bytes
 
 from storage.events import encode_event
+from storage.feeds import inbox
 from storage.feeds.queue import DELETED, DONE, FAILED, NEW, FeedQueue, QueueError
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ def from_config(config):
 
 
 class FeedRecorder:
-    """A worker's side of the feeds: records chunks in the queue, reads their status."""
+    """A worker's side of the feeds: records chunks in its inbox, reads their status
+    in the queue."""
 
     def __init__(self, config, queue=None):
         self.feeds = config.feeds
@@ -50,9 +53,11 @@ class FeedRecorder:
         self._durable = config.fsync
         self._side = None  # the I/O threads' connection (feed SEND), opened on first use
         self._side_lock = threading.Lock()
+        self.inbox = inbox.InboxWriter(config.docroot, durable=config.fsync)
 
     def close(self):
         self.queue.close()
+        self.inbox.close()
         if self._side is not None:
             self._side.close()
 
@@ -65,40 +70,49 @@ class FeedRecorder:
                 self._side = FeedQueue(self._docroot, durable=self._durable)
             yield self._side
 
-    def _rows(self, stored, reqid, op):
+    def _record(self, stored, reqid, op):
+        """The inbox record of a chunk's event for the feeds it matches, or None."""
         path = decoded_path(stored.fullpath)
-        rows = []
-        gone = []  # feeds that do not propagate deletes: their row is finished
-        body = None
+        parts = []
+        event = b""
         for feed in self.feeds:
             if not feed.matches(path):
                 continue
             if op == DELETED and not feed.deletes:
-                gone.append(feed.id)
-                continue
-            if feed.kind == "index":
-                if body is None:
-                    event = "storage.chunk.new" if op == NEW else "storage.chunk.deleted"
-                    body = encode_event(event, reqid,
-                                        stored.event_data(self.volume_id, self.service_id),
-                                        time.time_ns() // 1000)
-                rows.append((stored.chunk_id, feed.id, op, body))
+                parts.append((feed.id, inbox.FORGET))  # delivered: its row goes
+            elif feed.kind == "index":
+                if not event:
+                    name = "storage.chunk.new" if op == NEW else "storage.chunk.deleted"
+                    event = encode_event(name, reqid,
+                                         stored.event_data(self.volume_id, self.service_id),
+                                         time.time_ns() // 1000)
+                parts.append((feed.id, inbox.OWED_EVENT))
             else:
-                rows.append((stored.chunk_id, feed.id, op, None))
-        return rows, gone
+                parts.append((feed.id, inbox.OWED))
+        if not parts:
+            return None
+        return inbox.encode(time.time_ns(), op, stored.chunk_id, parts, event)
+
+    def _append(self, stored, reqid, op):
+        record = self._record(stored, reqid, op)
+        if record is None:
+            return
+        try:
+            self.inbox.append(record)
+        except inbox.InboxError as exc:
+            raise QueueError(str(exc)) from None
 
     def record_new(self, stored, reqid=""):
-        """Queue a chunk just stored (``stored``: its StoredMeta) for every matching
-        feed, before its 201 is sent. Raises QueueError if the queue cannot take it."""
-        rows, _ = self._rows(stored, reqid, NEW)
-        self.queue.record(rows)
+        """Record a chunk just stored (``stored``: its StoredMeta) for every matching
+        feed, before its 201 is sent: one write to this process's inbox, which the
+        delivery process moves into the queue. Raises QueueError if it cannot."""
+        self._append(stored, reqid, NEW)
 
     def record_deleted(self, stored, reqid=""):
-        """Queue a chunk's deletion for the matching feeds with ``deletes = true``,
+        """Record a chunk's deletion for the matching feeds with ``deletes = true``,
         before it is unlinked; the others forget the chunk once they delivered it.
-        Raises QueueError if the queue cannot take it."""
-        rows, gone = self._rows(stored, reqid, DELETED)
-        self.queue.record(rows, forget_done=[(stored.chunk_id, fid) for fid in gone])
+        Raises QueueError if it cannot."""
+        self._append(stored, reqid, DELETED)
 
     # ---- status -------------------------------------------------------------------
     def status_headers(self, stored):
@@ -124,13 +138,20 @@ class FeedRecorder:
         return out
 
     def counts(self):
-        """[(feed id, pending, done, errors, state)] of every configured feed."""
+        """[(feed id, pending, done, errors, state)] of every configured feed; pending
+        counts the records still in the workers' inbox files too."""
         try:
+            offsets = self.queue.inbox_offsets()
             known = self.queue.counts()
         except Exception as exc:  # a /stat must answer even if the queue is sick
             log.error("cannot read the feeds queue counters: %s", exc)
-            known = {}
-        return [(feed.id,) + known.get(feed.id, (0, 0, 0, "ok")) for feed in self.feeds]
+            offsets, known = {}, {}
+        waiting = inbox.backlog(self._docroot, offsets)
+        out = []
+        for feed in self.feeds:
+            pending, done, errors, state = known.get(feed.id, (0, 0, 0, "ok"))
+            out.append((feed.id, pending + waiting.get(feed.id, 0), done, errors, state))
+        return out
 
     def stat_lines(self):
         """The pinned /stat lines of every feed."""

@@ -46,6 +46,7 @@ import time
 
 from storage.errors import ChunkNotFound, StorageError
 from storage.feeds.backfill import Backfill
+from storage.feeds.inbox import Ingester
 from storage.feeds.probe import BATCH, SwapProbe
 from storage.feeds.queue import DELETED, DIRECTORY, WAL_LIMIT, FeedQueue
 from storage.rawx import meta as chunkmeta
@@ -55,7 +56,8 @@ from storage.send.push import CorruptSource, TargetRefused, push_chunk
 
 log = logging.getLogger(__name__)
 
-POLL = 0.2  # seconds between two looks for new rows while idle
+POLL = 0.1  # seconds between two looks for new rows while idle
+INGEST_EVERY = 0.05  # seconds between two looks at the workers' inbox files
 RETRY_MIN = 0.5  # seconds: the first pause after a failure
 BLOCKED_AFTER = 5  # failures in a row that make a feed "blocked"
 CHECKPOINT_EVERY = 1.0  # seconds between two WAL checkpoints
@@ -355,6 +357,7 @@ class Deliverer:
         self.repo = FsChunkRepo(config.docroot, config.hash_width, config.hash_depth)
         self.runners = []
         self.fqueue = None
+        self.ingester = None
         self.lock_fd = None
 
     def _on_signal(self, signum, frame):
@@ -404,6 +407,8 @@ class Deliverer:
         new = set(self.fqueue.new_feeds([f.id for f in feeds]))
         for fid, count in self.fqueue.prepare_feeds([f.id for f in feeds]).items():
             log.warning("feed %d is no longer defined: %d queued rows dropped", fid, count)
+        self.ingester = Ingester(self.config.docroot, self.fqueue, [f.id for f in feeds])
+        self._ingest()  # what the workers recorded while no delivery process ran
         self.fqueue.start_backfill([f.id for f in feeds if f.id in new and f.backfill])
         backfills = self.fqueue.backfills()
         if backfills:
@@ -423,8 +428,11 @@ class Deliverer:
             self.fqueue.close()
 
     def _loop(self):
-        last_checkpoint = last_look = time.monotonic()
+        last_checkpoint = last_look = last_ingest = time.monotonic()
         while not self.stopping:
+            if time.monotonic() - last_ingest >= INGEST_EVERY:
+                last_ingest = time.monotonic()
+                self._ingest()
             now = time.time()
             self._take_retries()
             for runner in self.runners:
@@ -446,6 +454,13 @@ class Deliverer:
                 elif mono - last_checkpoint >= CHECKPOINT_EVERY:
                     self.fqueue.checkpoint()
                     last_checkpoint = mono
+
+    def _ingest(self):
+        """Move what the workers recorded in their inbox files into the queue."""
+        try:
+            self.ingester.run()
+        except Exception:  # sqlite3.Error, OSError: the records wait for the next turn
+            log.exception("feeds: ingesting the workers' records failed")
 
     def _take_retries(self):
         """Forget the backoff of the feeds an operator retried (storage-node feeds

@@ -6,10 +6,11 @@ Why SQLite in WAL mode:
   WAL file (the page cache has them; ``synchronous=NORMAL``), so a killed process
   loses nothing it committed. With ``fsync on`` the node uses ``synchronous=FULL``, so
   the queue is as durable against power loss as the chunk it describes;
-- concurrent writers: every worker process records its own requests, and the delivery
-  process marks rows done. WAL lets readers run beside the one writer, writers queue
-  on the database lock with ``busy_timeout``, and each transaction is a few rows, so
-  the lock is held for microseconds;
+- one main writer: the delivery process ingests what the workers record in their
+  inbox files (``storage.feeds.inbox``: one ``write()`` on the request path instead
+  of a transaction) and marks rows done; a feed SEND writes a row or two from a
+  worker's I/O thread. WAL lets readers (``/stat``, a verbose HEAD) run beside the
+  writer, and writers queue on the database lock with ``busy_timeout``;
 - crash-safe: a torn write is rolled back at the next open, never half applied;
 - bounded memory: the queue lives on disk; delivery takes a few rows at a time (its
   concurrency) whatever the queue's length, and ``/stat`` reads per-feed counters that
@@ -21,8 +22,9 @@ and SWAP's chunks group only see hex names, so RAWX never lists or serves it.
 Workers never checkpoint (``wal_autocheckpoint=0``): a checkpoint syncs the database
 and must not stall a request loop. The delivery process checkpoints (``checkpoint()``):
 PASSIVE every second, and TRUNCATE as soon as the WAL passes ``WAL_LIMIT``, which
-bounds the WAL under a steady stream of PUTs (PASSIVE alone let it reach 178 MiB for
-5,000 chunks with three feeds: bench/load_feeds.py --only pending).
+bounds the WAL under a steady stream of commits (PASSIVE alone let it reach 178 MiB
+for 5,000 chunks with three feeds when the workers committed each chunk themselves:
+bench/load_feeds.py --only pending).
 
 Row states: PENDING (to deliver; ``next_at`` says when, later after a failure), DONE,
 FAILED (cannot succeed by retrying: the local chunk is corrupt; ``code`` says why).
@@ -90,6 +92,10 @@ CREATE TABLE IF NOT EXISTS feed_info (
     last_error_at REAL,
     retry_at REAL                   -- a retry asked for and not yet taken
 );
+CREATE TABLE IF NOT EXISTS inbox (
+    name TEXT PRIMARY KEY,          -- a worker's inbox file (storage.feeds.inbox)
+    offset INTEGER NOT NULL         -- bytes of it already ingested
+);
 CREATE TRIGGER IF NOT EXISTS queue_insert AFTER INSERT ON queue WHEN NEW.state = 0
 BEGIN
     INSERT INTO counts (feed, pending) VALUES (NEW.feed, 1)
@@ -106,6 +112,16 @@ CREATE TRIGGER IF NOT EXISTS queue_delete AFTER DELETE ON queue WHEN OLD.state =
 BEGIN
     UPDATE counts SET pending = pending - 1 WHERE feed = OLD.feed;
 END;
+"""
+
+# a record of a worker's inbox: never over a row changed after its time
+_INGEST = """
+INSERT INTO queue (chunk_id, feed, op, state, next_at, updated, body)
+VALUES (?, ?, ?, 0, ?, ?, ?)
+ON CONFLICT (chunk_id, feed) DO UPDATE SET
+    op = excluded.op, state = 0, gen = gen + 1, attempts = 0, next_at = excluded.next_at,
+    updated = excluded.updated, code = 0, last_error = NULL, body = excluded.body
+WHERE excluded.updated > queue.updated
 """
 
 _RECORD = """
@@ -178,6 +194,37 @@ class FeedQueue:
                                    "AND state = 1", forget_done)
         except sqlite3.Error as exc:
             raise QueueError(f"feeds queue {self.path}: {exc}") from None
+
+    # ---- the inbox (the delivery process) ---------------------------------------------
+    def inbox_offsets(self):
+        """{inbox file name: bytes already ingested}."""
+        return dict(self.db.execute("SELECT name, offset FROM inbox"))
+
+    def ingest(self, records, offsets, feed_ids):
+        """Apply inbox ``records`` (in time order) for the feeds of ``feed_ids`` and
+        set the files' ``offsets`` {name: offset}, in one transaction."""
+        from storage.feeds.inbox import FORGET, OWED_EVENT
+        with self._transaction() as db:
+            for rec in records:
+                when = rec.ts_ns / 1e9
+                rows = [(rec.chunk_id, fid, rec.op, when, when,
+                         rec.event if part == OWED_EVENT else None)
+                        for fid, part in rec.parts if part != FORGET and fid in feed_ids]
+                if rows:
+                    db.executemany(_INGEST, rows)
+                forget = [(rec.chunk_id, fid, when) for fid, part in rec.parts
+                          if part == FORGET]
+                if forget:
+                    db.executemany("DELETE FROM queue WHERE chunk_id = ? AND feed = ? "
+                                   "AND state = 1 AND updated <= ?", forget)
+            db.executemany("INSERT INTO inbox (name, offset) VALUES (?, ?) ON CONFLICT "
+                           "(name) DO UPDATE SET offset = excluded.offset",
+                           list(offsets.items()))
+
+    def forget_inbox(self, names):
+        """Drop the offsets of inbox files that are gone."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM inbox WHERE name = ?", [(n,) for n in names])
 
     def hurry(self, chunk_id, feeds, now=None):
         """Make the pending rows of ``chunk_id`` for ``feeds`` due now (a feed SEND):
