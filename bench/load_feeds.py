@@ -51,8 +51,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
 from s3util import CREDENTIALS, MotoServer  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
-from load_servers import (CHUNK_META, NodeServer, clear, cpu_seconds,  # noqa: E402
-                          curl_copy, fill, memory_kib, process_tree, request)
+from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
+                          memory_kib, process_tree, request)
 
 KIB, MIB = 1 << 10, 1 << 20
 BUCKET = "bench-bucket"
@@ -111,6 +111,17 @@ def feeds_file(path, target_port, beanstalk_port, three, s3_endpoint=None):
     return path
 
 
+def own_cpu(pid):
+    """User + system CPU seconds of process ``pid`` alone (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_cpu(node):
     """CPU seconds used so far by the node's master and workers (its feeds delivery
     process left out)."""
@@ -119,7 +130,7 @@ def worker_cpu(node):
     except (OSError, ValueError, IndexError):
         delivery = None
     skip = set(process_tree(delivery)) if delivery else set()
-    return sum(cpu_seconds(pid) for pid in process_tree(node.proc.pid) if pid not in skip)
+    return sum(own_cpu(pid) for pid in process_tree(node.proc.pid) if pid not in skip)
 
 
 def put_rate(node, seconds, max_requests, tag):
