@@ -134,20 +134,24 @@ def worker_cpu(node):
 
 
 def put_rate(node, seconds, max_requests, tag):
-    """(MB/s, p99 ms, the node's workers' CPU ms per MiB stored)."""
+    """(MB/s, p99 ms, the node's workers' CPU ms per MiB stored, the chunk ids)."""
     plan = PutPlan(port=node.port, flavor="rawx", size=MIB, ok_statuses=(201,),
                    run_tag=tag)
     cpu = worker_cpu(node)
     stats = run_put_load(plan, procs=1, conns=4, duration=seconds,
                          max_requests=max_requests)
     cpu = worker_cpu(node) - cpu
-    return stats.mb_per_s, stats.percentile_ms(99), cpu * 1e3 / max(stats.ok, 1)
+    return (stats.mb_per_s, stats.percentile_ms(99), cpu * 1e3 / max(stats.ok, 1),
+            stats.ids)
 
 
-def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
+def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies):
     """PUT 1 MiB on ``plain`` and on ``fed``, in pairs whose order alternates (this
     machine is shared: a ratio within a pair is steadier than a ratio of medians).
-    -> (median MB/s by name, median p99 ms by name, the pairs' ratios)."""
+    Every run's chunks are deleted after it, here and where the feeds copied them
+    (``copies(ids)``), so the disk and moto's memory do not fill up.
+    -> (median MB/s by name, median p99 ms by name, the pairs' ratios, median CPU
+    ms per MiB by name)."""
     rates = {"none": [], "feeds": []}
     p99 = {"none": [], "feeds": []}
     cpu = {"none": [], "feeds": []}
@@ -160,8 +164,8 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
             if name == "feeds" and paused:
                 os.kill(pid, signal.SIGSTOP)
             try:
-                rate, tail, cost = put_rate(node, seconds, max_requests,
-                                            "%08X" % random.getrandbits(32))
+                rate, tail, cost, ids = put_rate(node, seconds, max_requests,
+                                                 "%08X" % random.getrandbits(32))
             finally:
                 if name == "feeds" and paused:
                     os.kill(pid, signal.SIGCONT)
@@ -173,6 +177,8 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused):
                 # what is left to deliver must not run during the next "none" run
                 for feed in (1, 2, 3):
                     wait_drained(fed, feed, 600)
+                copies(ids)
+            clear(node, ids)
         ratios.append(pair["feeds"] / pair["none"])
     return ({k: statistics.median(v) for k, v in rates.items()},
             {k: statistics.median(v) for k, v in p99.items()}, ratios,
@@ -401,6 +407,15 @@ def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
               f"{record_cost(tmp, one, count, rounds):.0f} us with one feed, "
               f"{record_cost(tmp, three, count, rounds):.0f} us with three\n",
               flush=True)
+        s3_client = s3.client()
+
+        def copies(ids):
+            """Delete what the feeds copied of ``ids``: on B and in the bucket."""
+            clear(b, ids)
+            for at in range(0, len(ids), 1000):
+                s3_client.delete_objects(Bucket=BUCKET, Delete={"Objects": [
+                    {"Key": f"chunks/{cid}"} for cid in ids[at:at + 1000]]})
+
         plain = NodeServer(os.path.join(tmp, "plain"), os.path.join(tmp, "plain", "data"))
         fed = NodeServer(os.path.join(tmp, "fed"), os.path.join(tmp, "fed", "data"),
                          extra_conf=[f"feeds_config {three}"])
@@ -412,7 +427,7 @@ def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
                   f"{'CPU ms/MiB none':>16} {'feeds':>6}")
             for paused in (True, False):
                 rates, p99, ratios, cpu = put_ratio(plain, fed, repeat, seconds,
-                                                    max_requests, paused)
+                                                    max_requests, paused, copies)
                 label = "recording" if paused else "delivering"
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
