@@ -34,6 +34,7 @@ One delivery process per volume: it holds an exclusive ``flock`` on
 ``.storage-node/feeds.lock`` (which holds its pid) for its life, so after a SIGHUP the
 new one starts delivering only once the old one has finished.
 """
+import contextlib
 import fcntl
 import logging
 import os
@@ -89,6 +90,21 @@ DONE = Outcome("done")
 DROP = Outcome("drop")
 
 
+@contextlib.contextmanager
+def local_chunk(repo, chunk_id):
+    """(open reader, StoredMeta) of a queued chunk, closed on leaving; None when it
+    was deleted since it was queued (nothing left to deliver: DROP)."""
+    try:
+        reader = repo.reader(chunk_id)
+    except ChunkNotFound:
+        yield None
+        return
+    try:
+        yield reader, chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
+    finally:
+        reader.close()
+
+
 # ---- the deliveries ----------------------------------------------------------------------
 class ReplicationTarget:
     """A feed thread's connection to a replication feed's RAWX node."""
@@ -105,15 +121,11 @@ class ReplicationTarget:
         """``absent``: the target said over SWAP it has no such chunk (no HEAD)."""
         if op == DELETED:
             return self._delete(chunk_id, recorded_at)
-        try:
-            reader = self.repo.reader(chunk_id)
-        except ChunkNotFound:
-            return DROP  # deleted since: nothing left to copy
-        try:
-            stored = chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
+        with local_chunk(self.repo, chunk_id) as chunk:
+            if chunk is None:
+                return DROP
+            reader, stored = chunk
             push_chunk(self.client, chunk_id, chunk_id, reader, stored, absent=absent)
-        finally:
-            reader.close()
         return DONE
 
     def _delete(self, chunk_id, recorded_at):
@@ -174,14 +186,10 @@ class IndexTarget:
         if body is None:  # recorded before this feed was an index feed
             if op == DELETED:
                 return DROP
-            try:
-                reader = self.repo.reader(chunk_id)
-            except ChunkNotFound:
-                return DROP
-            try:
-                stored = chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
-            finally:
-                reader.close()
+            with local_chunk(self.repo, chunk_id) as chunk:
+                if chunk is None:
+                    return DROP
+                stored = chunk[1]
             from storage.events import encode_event
             body = encode_event("storage.chunk.new", "",
                                 stored.event_data(self.volume_id, self.service_id),

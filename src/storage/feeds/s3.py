@@ -51,8 +51,7 @@ import re
 import threading
 from urllib.parse import unquote_to_bytes
 
-from storage.errors import ChunkNotFound
-from storage.feeds.deliver import DONE, DROP, Outcome
+from storage.feeds.deliver import DONE, DROP, Outcome, local_chunk
 from storage.feeds.queue import DELETED
 from storage.rawx import compress
 from storage.rawx import meta as chunkmeta
@@ -373,19 +372,15 @@ class S3Target:
         return DROP
 
     def _put(self, chunk_id):
-        try:
-            reader = self.repo.reader(chunk_id)
-        except ChunkNotFound:
-            return DROP  # deleted since: nothing left to copy
-        try:
-            stored = chunkmeta.StoredMeta(chunk_id, reader.read_attrs())
+        with local_chunk(self.repo, chunk_id) as chunk:
+            if chunk is None:
+                return DROP
+            reader, stored = chunk
             data = ChunkBody(reader, stored)
             if data.size > MAX_OBJECT:
                 return Outcome("failed", 413, f"{data.size} bytes: more than one S3 PUT "
                                "takes (5 GiB)")
             return self._upload(chunk_id, data, put_headers(stored))
-        finally:
-            reader.close()
 
     def _upload(self, chunk_id, data, headers):
         bucket, key = self.feed.bucket, object_key(self.feed, chunk_id)
