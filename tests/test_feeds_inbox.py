@@ -159,3 +159,14 @@ def test_a_write_that_fails_is_an_error_not_a_lost_record(tmp_path):
     with pytest.raises(inbox.InboxError, match="No space left"):
         writer.append(inbox.encode(1, NEW, cid(1), [(1, 0)]))
     writer.close()
+
+
+def test_backlog_counts_every_record_across_read_pieces(tmp_path, fq):
+    writer = inbox.InboxWriter(str(tmp_path))
+    for n in range(300):
+        event = b"e" * (n % 7) * 40
+        writer.append(inbox.encode(n, NEW, cid(n), [(1, 1), (3, 0)] if n % 2 else [(1, 0)],
+                                   event))
+    counted = inbox.backlog(str(tmp_path), {}, piece=97)  # records straddle the pieces
+    assert counted == {1: 300, 3: 150}
+    writer.close()

@@ -162,11 +162,13 @@ class InboxWriter:
             raise InboxError(f"feeds inbox {self.path}: {exc}") from None
 
 
-def backlog(docroot, offsets, limit=16 << 20):
+def backlog(docroot, offsets, piece=4 << 20):
     """{feed id: records owed} in the inbox files past their ingested ``offsets``:
     what ``/stat`` adds to the queue's pending rows (read ``offsets`` before the
     queue's counters: a record ingested meanwhile counts twice, never zero times).
-    Reads at most ``limit`` bytes in all (past that, the count is a floor)."""
+    Every record is counted, however far the ingester lags: the files are read
+    ``piece`` bytes at a time and only the records' heads and feed lists are looked
+    at (no checksum, no event), about 1 µs a record."""
     out = {}
     path = directory(docroot)
     try:
@@ -177,19 +179,38 @@ def backlog(docroot, offsets, limit=16 << 20):
         try:
             with open(os.path.join(path, name), "rb") as stream:
                 stream.seek(offsets.get(name, 0))
-                data = stream.read(max(0, limit))
+                _count_owed(stream, piece, out)
         except OSError:
             continue
-        limit -= len(data)
-        try:
-            records, _ = decode(data)
-        except CorruptRecord as exc:
-            records = exc.records
-        for rec in records:
-            for fid, part in rec.parts:
-                if part != FORGET:
-                    out[fid] = out.get(fid, 0) + 1
     return out
+
+
+def _count_owed(stream, piece, out):
+    buf = b""
+    while True:
+        data = stream.read(piece)
+        if not data:
+            return
+        buf = buf + data if buf else data
+        at, size = 0, len(buf)
+        try:
+            while size - at >= _HEAD.size:
+                magic, length, _ = _HEAD.unpack_from(buf, at)
+                if magic != MAGIC or length > MAX_BODY:
+                    return  # damage: the ingester says where; count what came before
+                end = at + _HEAD.size + length
+                if end > size:
+                    break
+                pos = at + _HEAD.size + _FIXED.size
+                pos += 1 + buf[pos]
+                (count,) = struct.unpack_from("<H", buf, pos)
+                for fid, part in _FEED.iter_unpack(buf[pos + 2:pos + 2 + count * _FEED.size]):
+                    if part != FORGET:
+                        out[fid] = out.get(fid, 0) + 1
+                at = end
+        except (struct.error, IndexError):
+            return
+        buf = buf[at:]
 
 
 # ---- the delivery process's side ------------------------------------------------------
