@@ -11,7 +11,7 @@ PYX := $(wildcard src/_fastpath/*.pyx src/_fastpath/*.pxd src/_fastpath/*.c src/
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "setuptools>=77" wheel "Cython>=3.0" "numpy>=1.24"
+	$(PY) -m pip install -q "setuptools>=77" wheel "Cython>=3.0"
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 

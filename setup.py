@@ -12,12 +12,15 @@ Environment switches:
 import glob
 import os
 
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("STORAGE_NODE_DEBUG") == "1"
-cflags = ["-O0", "-g"] if DEBUG else ["-O3"]
+# -g0 in a normal build: Python's own CFLAGS carry -g, whose debug info would name
+# the compiler's and Python's header directories inside every .so; the built
+# modules name nothing outside the repository.
+cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
 cflags += ["-Wno-unused-function", "-Wno-deprecated-declarations"]
 cflags += os.environ.get("STORAGE_NODE_CFLAGS", "").split()
 
@@ -33,13 +36,29 @@ for pyx in sorted(glob.glob("src/_fastpath/*.pyx")):
         Extension(
             name,
             [pyx],
-            include_dirs=["src/_fastpath", numpy.get_include()],
+            # relative, and no numpy headers (no module cimports numpy): Cython
+            # records the include directories in each generated .c
+            include_dirs=["src/_fastpath"],
             extra_compile_args=cflags,
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
     )
 
+class BuildExt(build_ext):
+    """The interpreter's link command may carry ``-Wl,-rpath,<its lib directory>``
+    (a pyenv build does): our modules link none of Python's libraries, so it goes,
+    and a built module names no directory of the machine that built it."""
+
+    def build_extensions(self):
+        for attr in ("linker_so", "linker_so_cxx"):
+            command = getattr(self.compiler, attr, None)
+            if command:
+                setattr(self.compiler, attr,
+                        [arg for arg in command if not arg.startswith("-Wl,-rpath")])
+        super().build_extensions()
+
+
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=cythonize(
         extensions,
         language_level=3,
