@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
+from feedsutil import parse_stat  # noqa: E402
 from s3util import CREDENTIALS, MotoServer  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
 from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
@@ -75,13 +76,7 @@ def chunk_id(n):
 
 
 def stat(port):
-    _, body = request(port, "GET", "/stat")
-    out = {}
-    for line in body.decode().splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            out[parts[1]] = parts[2]
-    return out
+    return parse_stat(request(port, "GET", "/stat")[1])
 
 
 def delivery_pid(node):

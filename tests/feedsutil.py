@@ -21,6 +21,11 @@ def stat(node):
     """{name: value} of the node's /stat lines."""
     status, _, body = node.request("GET", "/stat")
     assert status == 200
+    return parse_stat(body)
+
+
+def parse_stat(body):
+    """{name: value} of /stat lines (``kind name value``)."""
     out = {}
     for line in body.decode().splitlines():
         parts = line.split()
