@@ -207,6 +207,7 @@ class SwapClient:
         self._eof = False
         self._fid = 0
         self._groups = None
+        self._recv_buf = None
 
     @classmethod
     def connect(cls, host, port=DEFAULT_PORT, timeout=30.0, ssl_context=None,
@@ -251,17 +252,21 @@ class SwapClient:
     # -- I/O ---------------------------------------------------------------------
 
     def _recv_some(self):
+        if self._recv_buf is None:
+            self._recv_buf = memoryview(bytearray(RECV_SIZE))
         try:
-            data = self._sock.recv(RECV_SIZE)
+            # into one buffer kept for the session: recv() would allocate RECV_SIZE
+            # each time, whatever arrives (the reader copies what it keeps)
+            n = self._sock.recv_into(self._recv_buf)
         except TimeoutError:
             raise SwapConnectionError(f"no reply from the node in {self.timeout}s") from None
         except OSError as exc:
             raise SwapConnectionError(f"receiving from the node failed: {exc}") from exc
-        if not data:
+        if not n:
             self._eof = True
             return
         try:
-            self._reader.feed(data)
+            self._reader.feed(self._recv_buf[:n])
         except ProtocolError as exc:
             raise SwapProtocolError(str(exc)) from None
 
@@ -582,6 +587,8 @@ class SwapClient:
                         md5.update(rec.data)
                     write(rec.data)
                     done += len(rec.data)
+                # let go of this frame's buffer before the next one is read
+                rec = records = None
                 if progress is not None:
                     progress(done)
             elif t == T.CLOSE_FILE and len(records) == 1:
