@@ -17,6 +17,10 @@ class Relay:
         self.rate = rate
         self.sent = bytearray()  # what clients sent (first 1 MiB)
         self.forwarded = 0  # client -> upstream bytes
+        # when set: the last byte of the first piece of each connection that carries
+        # bytes past the request head is flipped (a body damaged on the way)
+        self.corrupt = False
+        self.corrupted = 0  # bodies damaged so far
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
@@ -53,12 +57,24 @@ class Relay:
 
     def _pipe(self, src, dst, upward):
         piece = 16 << 10 if upward and self.rate else 256 << 10
+        seen = b""  # the request head so far, until its end is found
         try:
             while not self._stop.is_set():
                 data = src.recv(piece)
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
                     return
+                if upward and self.corrupt and seen is not None:
+                    end = (seen + data).find(b"\r\n\r\n")
+                    if end < 0:
+                        seen = (seen + data)[-3:]
+                    elif end + 4 < len(seen) + len(data):  # body bytes in this piece
+                        data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                        seen = None
+                        with self._lock:
+                            self.corrupted += 1
+                    else:
+                        seen = b"\r\n\r\n"  # the head ended exactly here
                 if upward:
                     with self._lock:
                         if len(self.sent) < 1 << 20:

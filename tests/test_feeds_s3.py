@@ -1,5 +1,7 @@
 """s3backup feeds and ``storage-node feeds status|retry|restore`` on real parts: real
 nodes, moto's S3 server as its own process on 127.0.0.1, boto3 to look in the bucket."""
+import hashlib
+import io
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import uuid
 
 import pytest
 from feedsutil import chunk_id, pending, stat, wait_for, write_feeds
+from proxyutil import Relay
 from s3util import CREDENTIALS, MotoServer, keys, put_backup, s3backup
 
 from storage.feeds import s3 as s3feed
@@ -91,6 +94,56 @@ def test_boto3_is_imported_only_for_s3_feeds():
     code = ("import sys, storage.server, storage.feeds.deliver, storage.cli; "
             "storage.cli.build_parser(); assert 'boto3' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class CountingBody(io.RawIOBase):
+    """A body that counts the bytes read from it and its rewinds."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data, self.pos, self.read_bytes, self.rewinds = data, 0, 0, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        if whence == io.SEEK_SET:
+            self.rewinds += offset == 0 and self.pos != 0
+            self.pos = offset
+        return self.pos
+
+    def read(self, size=-1):
+        piece = self.data[self.pos:] if size is None or size < 0 else \
+            self.data[self.pos:self.pos + size]
+        self.pos += len(piece)
+        self.read_bytes += len(piece)
+        return piece
+
+    def __len__(self):
+        return len(self.data)
+
+
+def test_a_body_is_read_once_even_over_plain_http(bucket, moto, monkeypatch):
+    """Over http://, botocore would read a body once to sign it (a SHA-256 pass) and
+    again to send it; the feeds' client sends it unsigned (Content-MD5 and the ETag
+    guard the data), so a chunk is read and hashed once."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    _, name = bucket
+    client = s3feed.make_client(moto.endpoint)
+    data = os.urandom(3 << 20 | 7)
+    body = CountingBody(data)
+    reply = client.put_object(Bucket=name, Key="once", Body=body, ContentLength=len(data),
+                              ContentMD5=s3feed._b64(hashlib.md5(data).digest()))
+    assert (body.read_bytes, body.rewinds) == (len(data), 0)
+    assert reply["ETag"].strip('"') == hashlib.md5(data).hexdigest()
+    assert data_of(client, name, "once") == data
 
 
 # ---- delivery ----------------------------------------------------------------------------
@@ -206,6 +259,29 @@ def test_deletes_follow_only_with_deletes_true(node_factory, tmp_path, moto):
 
 
 # ---- failures, status and retry ------------------------------------------------------------
+def test_a_body_damaged_on_the_way_is_sent_again(node_factory, tmp_path, bucket, moto):
+    """moto, like some S3-compatible servers, stores a body whatever its Content-MD5
+    says: the ETag of what was stored tells the feed, which sends the chunk again."""
+    client, name = bucket
+    relay = Relay(int(moto.endpoint.rsplit(":", 1)[1]))
+    relay.corrupt = True
+    try:
+        node = s3node(node_factory, tmp_path,
+                      s3backup(1, f"http://{relay.host}", name, retry_max=1))
+        cid, body = chunk_id(11), os.urandom(300_000)
+        assert node.put(cid, body)[0] == 201
+        assert wait_for(lambda: int(stat(node)["feed.1.errors"]) >= 1, 20)
+        assert relay.corrupted >= 1 and pending(node, 1) == 1
+        code, out, _ = cli("status", "-f", node.conf_path, "--json")
+        assert code == 0 and "ETag" in json.loads(out)[0]["last_error"]
+        relay.corrupt = False
+        assert cli("retry", "-f", node.conf_path, "--feed", 1)[0] == 0
+        assert wait_for(lambda: pending(node, 1) == 0, 20)
+        assert data_of(client, name, cid) == body
+    finally:
+        relay.close()
+
+
 def test_missing_bucket_blocks_the_feed_alone_until_it_is_created(node_factory, tmp_path,
                                                                   bucket, moto):
     client, good = bucket

@@ -179,7 +179,11 @@ def make_client(endpoint="", timeout=30.0, attempts=2, pool=10):
         # our own checks (Content-MD5, the hash on the way) instead of a CRC pass
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        s3={"addressing_style": "path"} if endpoint else None)
+        # UNSIGNED-PAYLOAD even over http://: botocore would otherwise read every
+        # body twice (a SHA-256 pass to sign it, then the send); the signed
+        # Content-MD5 header and the ETag check guard the data instead
+        s3=dict({"payload_signing_enabled": False},
+                **({"addressing_style": "path"} if endpoint else {})))
     return session.client("s3", endpoint_url=endpoint or None,
                           region_name=session.region_name or DEFAULT_REGION, config=config)
 
@@ -207,8 +211,8 @@ class CorruptData(Exception):
 
 class ChunkBody(io.RawIOBase):
     """A local chunk's data, uncompressed, as the file-like boto3 sends: ``read(n)``,
-    ``len()``, ``tell()`` and ``seek(0)`` (a rewind: botocore reads the body once to
-    sign it over plain HTTP, and again on a retry). The data is hashed as it is read;
+    ``len()``, ``tell()`` and ``seek(0)`` (a rewind, for botocore's retries: the
+    payload is sent unsigned, so it is not read once more to be signed). The data is hashed as it is read;
     data that ends early, or whose hash differs from the stored one, raises
     CorruptData before its last bytes are handed out."""
 
@@ -403,7 +407,9 @@ class S3Target:
         if data.problem:
             raise CorruptSource(data.problem)
         etag = reply.get("ETag", "").strip('"').lower()
-        if data.algo != "md5" and reply.get("ServerSideEncryption") != "aws:kms" \
+        # a single PUT's ETag is the MD5 of what was stored (but with SSE-KMS): checked
+        # for every chunk, as some S3-compatible servers ignore Content-MD5
+        if reply.get("ServerSideEncryption") != "aws:kms" \
                 and len(etag) == 32 and etag != data.md5_hex():
             return Outcome("retry", 502, f"S3 stored {key} with ETag {etag}, the data "
                            f"sent has MD5 {data.md5_hex()}")
