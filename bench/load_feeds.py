@@ -140,13 +140,26 @@ def put_rate(node, seconds, max_requests, tag):
             stats.ids)
 
 
-def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies):
+def label_of(paused):
+    return "recording" if paused else "delivering"
+
+
+def tree_cpu(pid):
+    """CPU seconds used so far by ``pid`` and its descendants."""
+    return sum(own_cpu(one) for one in process_tree(pid))
+
+
+def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies, others=None):
     """PUT 1 MiB on ``plain`` and on ``fed``, in pairs whose order alternates (this
     machine is shared: a ratio within a pair is steadier than a ratio of medians).
     Every run's chunks are deleted after it, here and where the feeds copied them
     (``copies(ids)``), so the disk and moto's memory do not fill up.
     -> (median MB/s by name, median p99 ms by name, the pairs' ratios, median CPU
-    ms per MiB by name)."""
+    ms per MiB by name, and for the runs with feeds: median CPU ms per MiB stored,
+    from the PUTs' start to the end of the drain, of the delivery process and of each
+    process tree in ``others`` {name: pid})."""
+    others = dict(others or {})
+    spent = {name: [] for name in ["delivery", *others]}
     rates = {"none": [], "feeds": []}
     p99 = {"none": [], "feeds": []}
     cpu = {"none": [], "feeds": []}
@@ -158,6 +171,9 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies):
         for name, node in order if i % 2 == 0 else order[::-1]:
             if name == "feeds" and paused:
                 os.kill(pid, signal.SIGSTOP)
+            if name == "feeds":
+                pids = {"delivery": pid, **others}
+                before = {k: tree_cpu(v) for k, v in pids.items()}
             try:
                 rate, tail, cost, ids = put_rate(node, seconds, max_requests,
                                                  "%08X" % random.getrandbits(32))
@@ -172,12 +188,15 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies):
                 # what is left to deliver must not run during the next "none" run
                 for feed in (1, 2, 3):
                     wait_drained(fed, feed, 600)
+                for k, v in pids.items():
+                    spent[k].append((tree_cpu(v) - before[k]) * 1e3 / max(len(ids), 1))
                 copies(ids)
             clear(node, ids)
         ratios.append(pair["feeds"] / pair["none"])
     return ({k: statistics.median(v) for k, v in rates.items()},
             {k: statistics.median(v) for k, v in p99.items()}, ratios,
-            {k: statistics.median(v) for k, v in cpu.items()})
+            {k: statistics.median(v) for k, v in cpu.items()},
+            {k: statistics.median(v) for k, v in spent.items()})
 
 
 def record_cost(tmp, feeds_path, count, rounds):
@@ -420,15 +439,24 @@ def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
             print(f"{'delivery':>11} {'none MB/s':>10} {'feeds MB/s':>11} "
                   f"{'ratio':>6} {'pairs min-max':>14} {'p99 none':>9} {'p99 feeds':>10} "
                   f"{'CPU ms/MiB none':>16} {'feeds':>6}")
+            costs = []
             for paused in (True, False):
-                rates, p99, ratios, cpu = put_ratio(plain, fed, repeat, seconds,
-                                                    max_requests, paused, copies)
-                label = "recording" if paused else "delivering"
+                rates, p99, ratios, cpu, spent = put_ratio(
+                    plain, fed, repeat, seconds, max_requests, paused, copies,
+                    {"B": b.proc.pid, "beanstalkd": beanstalkd.proc.pid,
+                     "moto": s3.proc.pid})
+                costs.append((label_of(paused), spent))
+                label = label_of(paused)
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
                       f"{statistics.median(ratios):>5.2f}x {spread:>14} "
                       f"{p99['none']:>7.1f}ms {p99['feeds']:>8.1f}ms "
                       f"{cpu['none']:>16.2f} {cpu['feeds']:>6.2f}", flush=True)
+            print("CPU ms per MiB stored with feeds, from the PUTs to the end of the "
+                  "drain, outside A's workers:")
+            for label, spent in costs:
+                print(f"{label:>11} " + "  ".join(f"{k} {v:.2f}" for k, v in spent.items()),
+                      flush=True)
     if "drain" in steps:
         a = NodeServer(os.path.join(tmp, "drain"), os.path.join(tmp, "drain", "data"),
                        extra_conf=[f"feeds_config {one}"])
