@@ -60,10 +60,18 @@ BUCKET = "bench-bucket"
 
 
 def remote(*pids):
-    """Nice the processes that stand in for other machines (the target node and
+    """Nice the processes that stand in for other machines (the target node, moto and
     beanstalkd): on this one they share A's cores, and should take the CPU only when
-    A's workers leave it, as if they ran elsewhere."""
+    A's workers leave it, as if they ran elsewhere. Each runs in a session of its own,
+    and with the kernel's autogroup scheduling a session's processes share one
+    group whose weight their own nice value does not touch: the group is niced too
+    (/proc/PID/autogroup), otherwise each stand-in would get as much CPU as A."""
     for pid in pids:
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as f:
+                f.write("10")
+        except OSError:
+            pass  # no autogroup scheduling (or no right to change it)
         for one in process_tree(pid):
             try:
                 os.setpriority(os.PRIO_PROCESS, one, 10)
