@@ -84,15 +84,19 @@ def wait_delivery_pid(node, old=None, timeout=15.0):
 
 
 class RefusingTarget:
-    """An HTTP server on 127.0.0.1 that answers every request with ``status``."""
+    """An HTTP server on 127.0.0.1 that answers every request with ``status``; while
+    ``gate`` is clear, requests wait (up to 30 s) before their answer."""
 
     def __init__(self, status=503):
         answer = status
+        gate = self.gate = threading.Event()
+        gate.set()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _refuse(self):
+                gate.wait(30)
                 self.send_response(answer)
                 self.send_header("Content-Length", "0")
                 self.send_header("Connection", "close")
@@ -110,5 +114,6 @@ class RefusingTarget:
         self.thread.start()
 
     def close(self):
+        self.gate.set()  # no request left waiting
         self.server.shutdown()
         self.server.server_close()

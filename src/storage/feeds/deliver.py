@@ -348,8 +348,9 @@ class FeedRunner:
                          self.failures)
             self.failures = 0
             self.paused_until = 0.0
-        self.state = "ok" if self.failures == 0 else \
-            "blocked" if self.failures >= BLOCKED_AFTER else "retrying"
+        if outcome.kind != "wait":
+            self.state = "ok" if self.failures == 0 else \
+                "blocked" if self.failures >= BLOCKED_AFTER else "retrying"
 
 
 # ---- the process ------------------------------------------------------------------------
@@ -472,7 +473,9 @@ class Deliverer:
 
     def _take_retries(self):
         """Forget the backoff of the feeds an operator retried (storage-node feeds
-        retry): they take rows again at once, at their full concurrency."""
+        retry): they take rows again at once, at their full concurrency. A feed that
+        was failing is "retrying" until an outcome says more: "ok" once a delivery
+        succeeds, "blocked" again after as many failures in a row as before."""
         wanted = set(self.fqueue.take_retry_requests())
         for runner in self.runners:
             if runner.feed.id in wanted:
@@ -480,8 +483,8 @@ class Deliverer:
                 runner.failures = 0
                 runner.paused_until = 0.0
                 if runner.state != "ok":
-                    runner.state = "ok"
-                    self.fqueue.set_state(runner.feed.id, "ok")
+                    runner.state = "retrying"
+                    self.fqueue.set_state(runner.feed.id, "retrying")
 
     def _collect(self, wait):
         """Outcomes that came back: waits up to ``wait`` seconds for the first."""
