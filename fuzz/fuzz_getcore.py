@@ -36,9 +36,11 @@ import tempfile
 
 from _fastpath import accesslog as fast_log
 from _fastpath import getcore as fast
+from _fastpath import lane as fast_lane
 from storage.http.response import encode_fields
 from storage.pure import accesslog as pure_log
 from storage.pure import getcore as pure
+from storage.pure import lane as pure_lane
 from storage.rawx.ranges import parse_range as reference_range
 from storage.stats import INDEX, SharedStats
 
@@ -80,8 +82,9 @@ def _socket_pair():
 class Twin:
     """One GetCore implementation with its own counters and socket pair."""
 
-    def __init__(self, mod, root):
+    def __init__(self, mod, lanes, root):
         self.mod = mod
+        self.lanes = lanes
         self.stats = SharedStats(1)
         row = self.stats.row(0)
         self.core = mod.GetCore((root, 3, 1), (HOST,), row.values, dict(INDEX, base=row.base),
@@ -94,7 +97,7 @@ class Twin:
             self.core.remember(cid, st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size,
                                fields, n == 0, "acct", "cont%d" % n)
         self.server, self.client = _socket_pair()
-        self.lane = mod.Lane(self.core, bytearray(1 << 16), 8192, 60.0, 60.0)
+        self.lane = lanes.Lane(self.core, bytearray(1 << 16), 8192, 60.0, 60.0)
         self.member, self.member_client = _socket_pair()
         # the access lines: through a pipe, read back after each request
         self.log_r, self.log_w = os.pipe()
@@ -138,11 +141,11 @@ class Twin:
         if out:
             assert len(out) == 1 and out[0][0] == "owner", out
             _, code, payload = out[0]
-            if code == self.mod.HANDBACK:
+            if code == self.lanes.HANDBACK:
                 self._nothing_sent(self.member_client)
                 assert self.lines() == [], "a head handed back was logged"
                 return (code, payload), b"", self._counters()
-            assert code == self.mod.CLOSE and payload is None, out
+            assert code == self.lanes.CLOSE and payload is None, out
         else:
             code = "served"
         [line] = self.lines()
@@ -225,7 +228,7 @@ class Twin:
 
 
 ROOT = _docroot()
-TWINS = (Twin(fast, ROOT.name), Twin(pure, ROOT.name))
+TWINS = (Twin(fast, fast_lane, ROOT.name), Twin(pure, pure_lane, ROOT.name))
 
 
 def check_ranges(value, size):
@@ -325,7 +328,7 @@ def check_lane(head, keep_ok, code, wire):
         raise AssertionError(f"fast and pure lanes disagree on {head!r}\n"
                              f"fast: {got}\npure: {want}")
     (reported, payload), lane_wire, _ = masked[0]
-    if reported == fast.HANDBACK:
+    if reported == fast_lane.HANDBACK:
         assert payload == head, (payload, head)
     else:
         assert code == fast.DONE and lane_wire == wire, (head, code)

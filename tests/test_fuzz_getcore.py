@@ -81,6 +81,6 @@ def test_a_disagreement_is_caught():
     finally:  # fresh twins (the counters of both start again)
         for twin in FUZZ.TWINS:
             twin.close()
-        FUZZ.TWINS = (FUZZ.Twin(FUZZ.fast, FUZZ.ROOT.name),
-                      FUZZ.Twin(FUZZ.pure, FUZZ.ROOT.name))
+        FUZZ.TWINS = (FUZZ.Twin(FUZZ.fast, FUZZ.fast_lane, FUZZ.ROOT.name),
+                      FUZZ.Twin(FUZZ.pure, FUZZ.pure_lane, FUZZ.ROOT.name))
     FUZZ.TestOneInput(bytes([0x01, 0, 0]))

@@ -1,4 +1,4 @@
-"""getcore.Lane and its twin: keep-alive connections served by the core alone, on real
+"""lane.Lane and its twin: keep-alive connections served by the core alone, on real
 TCP sockets on 127.0.0.1 and real files. What the core answers goes out with nothing
 reported to Python (its access line is the core's); whatever else arrives is handed
 back byte for byte with nothing sent, and the connection leaves the lane."""
@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import import_twin
+
 # the fixtures mod (both twins), vol and pair are test_getcore's own
 from test_getcore import (CID, HOST, Volume, connected, expected, get, log_buffer,  # noqa: F401
                           logged, mod, pair, read_reply, reader_of, same, vol)
@@ -19,8 +21,14 @@ BUFFER = 1 << 16
 
 
 @pytest.fixture
-def lane(mod, vol):
-    lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
+def lanes(mod):
+    """The lane module of the same twin as ``mod`` (the core's)."""
+    return import_twin(mod.__name__.replace("getcore", "lane"))
+
+
+@pytest.fixture
+def lane(mod, vol, lanes):
+    lane = lanes.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
     yield lane
     lane.close()
 
@@ -76,7 +84,7 @@ def test_replies_are_logged_by_the_core(mod, vol, lane, pair, tmp_path):
     assert vol.stats.totals()["req.hits"] == 2
 
 
-def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair):
+def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair, lanes):
     server, client = pair
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
     vol = Volume(tmp_path, mod, small_file=1024)
@@ -84,7 +92,7 @@ def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair):
     vol.put(body)
     buffer, path = log_buffer(mod, tmp_path)
     vol.core.log_to(buffer, 77)
-    lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
+    lane = lanes.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
     lane.adopt(server.fileno(), "owner", "10.0.0.9:4242")
     client.sendall(get().encode())
     lane.wait(0)
@@ -107,7 +115,7 @@ def test_big_reply_is_resumed_in_the_lane(mod, tmp_path, pair):
 
 
 @pytest.mark.parametrize("how", ["asked", "stopping"])
-def test_a_reply_that_ends_the_connection(mod, vol, lane, pair, how):
+def test_a_reply_that_ends_the_connection(mod, vol, lane, pair, how, lanes):
     server, client = pair
     vol.put(b"abc")
     lane.adopt(server.fileno(), "owner")
@@ -117,7 +125,7 @@ def test_a_reply_that_ends_the_connection(mod, vol, lane, pair, how):
         lane.keep_alive_ok = False
         client.sendall(get().encode())
     out = settle(lane)
-    assert out == [("owner", mod.CLOSE, None)]
+    assert out == [("owner", lanes.CLOSE, None)]
     want = expected(200, b"abc", keep=False)
     same(read_reply(client, len(want)), want)
     assert len(lane) == 0
@@ -137,54 +145,54 @@ HANDED_BACK = {
 
 
 @pytest.mark.parametrize("name", sorted(HANDED_BACK))
-def test_what_the_core_does_not_answer_is_handed_back(mod, vol, lane, pair, name):
+def test_what_the_core_does_not_answer_is_handed_back(mod, vol, lane, pair, name, lanes):
     server, client = pair
     vol.put(b"abc")
     lane.adopt(server.fileno(), "owner")
     data = HANDED_BACK[name].encode("latin-1")
     client.sendall(data)
     out = settle(lane)
-    assert out == [("owner", mod.HANDBACK, data)]
+    assert out == [("owner", lanes.HANDBACK, data)]
     assert len(lane) == 0 and nothing_to_read(client)
     assert vol.stats.totals()["req.hits"] == 0
 
 
-def test_a_head_longer_than_the_limit_is_handed_back(mod, vol, pair):
+def test_a_head_longer_than_the_limit_is_handed_back(mod, vol, pair, lanes):
     server, client = pair
     vol.put(b"abc")
-    lane = mod.Lane(vol.core, bytearray(BUFFER), 40, 60.0, 60.0)
+    lane = lanes.Lane(vol.core, bytearray(BUFFER), 40, 60.0, 60.0)
     lane.adopt(server.fileno(), "owner")
     data = get().encode()
     client.sendall(data)
-    assert settle(lane) == [("owner", mod.HANDBACK, data)]
+    assert settle(lane) == [("owner", lanes.HANDBACK, data)]
     lane.close()
 
 
-def test_not_serving_hands_everything_back(mod, vol, lane, pair):
+def test_not_serving_hands_everything_back(mod, vol, lane, pair, lanes):
     server, client = pair
     vol.put(b"abc")
     lane.serving = False  # the volume fails its probe: the Python path says 503
     lane.adopt(server.fileno(), "owner")
     client.sendall(get().encode())
-    assert settle(lane) == [("owner", mod.HANDBACK, get().encode())]
+    assert settle(lane) == [("owner", lanes.HANDBACK, get().encode())]
     assert nothing_to_read(client)
 
 
-def test_peer_gone_between_requests(mod, vol, lane, pair):
+def test_peer_gone_between_requests(mod, vol, lane, pair, lanes):
     server, client = pair
     lane.adopt(server.fileno(), "owner")
     client.close()
-    assert settle(lane) == [("owner", mod.CLOSE, None)]
+    assert settle(lane) == [("owner", lanes.CLOSE, None)]
     assert len(lane) == 0
 
 
 # ---- membership, deadlines, the attached descriptor ------------------------------
-def test_release_returns_the_reply_still_going(mod, tmp_path, pair):
+def test_release_returns_the_reply_still_going(mod, tmp_path, pair, lanes):
     server, client = pair
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
     vol = Volume(tmp_path, mod, small_file=1024)
     vol.put(os.urandom(2 << 20))
-    lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
+    lane = lanes.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
     lane.adopt(server.fileno(), "owner")
     client.sendall(get().encode())
     lane.wait(0)
@@ -197,13 +205,13 @@ def test_release_returns_the_reply_still_going(mod, tmp_path, pair):
     lane.close()
 
 
-def test_idle_and_write_deadlines(mod, tmp_path, pair):
+def test_idle_and_write_deadlines(mod, tmp_path, pair, lanes):
     server, client = pair
     other_server, other_client = connected()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
     vol = Volume(tmp_path, mod, small_file=1024)
     vol.put(os.urandom(2 << 20))
-    lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 100.0, 1000.0)
+    lane = lanes.Lane(vol.core, bytearray(BUFFER), 8192, 100.0, 1000.0)
     lane.adopt(server.fileno(), "writing")
     lane.adopt(other_server.fileno(), "idle")
     now = time.monotonic()
@@ -238,7 +246,7 @@ def test_the_attached_descriptor_ends_the_wait(mod, lane, pair):
         os.close(w)
 
 
-def test_bad_use(mod, vol, lane, pair):
+def test_bad_use(mod, vol, lane, pair, lanes):
     server, _ = pair
     lane.adopt(server.fileno(), "owner")
     with pytest.raises(KeyError):
@@ -246,9 +254,9 @@ def test_bad_use(mod, vol, lane, pair):
     with pytest.raises(OSError):
         lane.adopt(10_000, "not a descriptor")
     with pytest.raises(ValueError):
-        mod.Lane(vol.core, bytearray(), 8192, 1.0, 1.0)
+        lanes.Lane(vol.core, bytearray(), 8192, 1.0, 1.0)
     with pytest.raises(TypeError):
-        mod.Lane(None, bytearray(10), 8192, 1.0, 1.0)
+        lanes.Lane(None, bytearray(10), 8192, 1.0, 1.0)
     assert not lane.busy(12345) and lane.release(12345) is None
     lane.close()
     assert lane.wait(0) == (False, [])
@@ -269,21 +277,21 @@ VALID = [get(), get(method="HEAD"), get(extra="Range: bytes=1-2\r\n"),
     st.binary(min_size=1, max_size=300),
     st.tuples(st.sampled_from(VALID), st.integers(0, 200), st.binary(max_size=8)).map(
         lambda t: (t[0][:t[1]] + t[2].decode("latin-1") + t[0][t[1]:]).encode("latin-1"))))
-def test_any_bytes_are_answered_or_handed_back(mod, vol, data):
+def test_any_bytes_are_answered_or_handed_back(mod, vol, lanes, data):
     vol.put(b"0123456789")
     server, client = connected()
-    lane = mod.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
+    lane = lanes.Lane(vol.core, bytearray(BUFFER), 8192, 60.0, 60.0)
     try:
         lane.adopt(server.fileno(), "owner")
         before = vol.stats.totals()["req.hits"]
         client.sendall(data)
         out = settle(lane, rounds=3)
-        if out and out[0][1] == mod.HANDBACK:
-            assert out == [("owner", mod.HANDBACK, out[0][2])]
+        if out and out[0][1] == lanes.HANDBACK:
+            assert out == [("owner", lanes.HANDBACK, out[0][2])]
             assert data.startswith(out[0][2]) and nothing_to_read(client)
             assert vol.stats.totals()["req.hits"] == before
         else:  # answered (an HTTP/1.0 client or "close" ends the connection)
-            assert out in ([], [("owner", mod.CLOSE, None)])
+            assert out in ([], [("owner", lanes.CLOSE, None)])
             assert vol.stats.totals()["req.hits"] == before + 1
             assert client.recv(12) in (b"HTTP/1.1 200", b"HTTP/1.1 206")
     finally:

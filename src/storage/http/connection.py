@@ -36,7 +36,7 @@ from storage.loop import READ, WRITE
 chunked = load("chunked")
 FAST_DONE = load("getcore").DONE
 FAST_PENDING = load("getcore").PENDING
-LANE_CLOSE = load("getcore").CLOSE
+LANE_CLOSE = load("lane").CLOSE
 streamio = load("streamio")
 log = logging.getLogger(__name__)
 

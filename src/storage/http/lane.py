@@ -2,7 +2,7 @@
 
 Once the compiled GET path (``getcore.GetCore``) has answered a request of a plain
 connection and nothing of it is buffered, the connection leaves the worker's loop for
-the lane (``getcore.Lane``), an epoll set the compiled code owns. While the lane has
+the lane (``lane.Lane``), an epoll set the compiled code owns. While the lane has
 members the worker waits in it: the lane's set holds the loop's own epoll set too,
 and the compiled wait reads the ready members' request heads, has the core answer
 them and resumes the replies the sockets could not take at once, returning to Python
@@ -27,7 +27,7 @@ import time
 from storage.fast import load
 from storage.loop import safe_close
 
-getcore = load("getcore")
+lanes = load("lane")
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +36,7 @@ def enabled():
 
 
 class GetLane:
-    """The worker's lane (``getcore.Lane``) and the loop's wait: while the lane has
+    """The worker's lane (``lane.Lane``) and the loop's wait: while the lane has
     members, the worker waits in the lane (``wait``), which returns to Python only
     when the loop's own file descriptors are ready, a member needs the Python path,
     a signal arrives, or a timer is due."""
@@ -46,7 +46,7 @@ class GetLane:
         self.worker = worker
         self.app = worker.app
         self.loop = worker.loop
-        self.lane = getcore.Lane(core, worker.buffer, config.headers_buffer_size,
+        self.lane = lanes.Lane(core, worker.buffer, config.headers_buffer_size,
                                  config.timeout_idle, config.timeout_write_reply)
         self.lane.attach(self.loop.fileno())
         self.closed = False

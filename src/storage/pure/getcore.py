@@ -8,26 +8,19 @@ chunk whose metadata ``remember()`` cached for the very inode version on disk.
 """
 import os
 import re
-import select
 import socket
 import time
 
-from storage.accesslog import format_line
 from storage.http.response import build_head
 from storage.pure.httphead import HttpError, parse_head
+from storage.pure.replylog import AccessLog, Counters
 
-__all__ = ["CLOSE", "DECLINED", "DONE", "HANDBACK", "PENDING", "GetCore", "Lane", "Reply",
-           "parse_range"]
+__all__ = ["DECLINED", "DONE", "PENDING", "GetCore", "Reply", "parse_range"]
 
 DECLINED, DONE, PENDING = 0, 1, 2
-HANDBACK, CLOSE = 0, 2  # what Lane.wait() reports
-LANE_BATCH = 64
-HEAD_READ = 16384
 MAX_DIGITS = 18
 _RANGE = re.compile(rb"bytes=([0-9]*)-([0-9]*)\Z")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{24,64}\Z", re.ASCII)
-_STATS = ("req.time", "req.time.get", "req.time.head", "req.hits", "req.hits.get",
-          "req.hits.head", "rep.hits.2xx", "rep.bread", "inflight.get")
 
 
 def _range_of(raw, size):
@@ -91,7 +84,7 @@ class GetCore:
         self.cache = {}
         self.cache_size = cache_size
         self.small_file = small_file
-        self.counters = _Counters(stats, slots)
+        self.counters = Counters(stats, slots)
         self.status = 0
         self.keep_alive = False
         self.request = None
@@ -105,7 +98,7 @@ class GetCore:
 
     def log_to(self, buffer, pid=0):
         """Write each reply's access line into ``buffer`` (None: log nothing)."""
-        self.access = None if buffer is None else _AccessLog(buffer, pid, self.counters)
+        self.access = None if buffer is None else AccessLog(buffer, pid, self.counters)
 
     def remember(self, chunk_id, dev, ino, ctime_ns, expected, fields, head_ok,
                  account=None, bucket=None):
@@ -270,90 +263,6 @@ class GetCore:
         return DONE
 
 
-class _AccessLog:
-    """Where a core and its replies write their access lines."""
-
-    def __init__(self, buffer, pid, counters):
-        self.buffer = buffer
-        self.pid = pid
-        self.counters = counters
-
-    def write(self, reply, micros):
-        """The line of a reply (the core's last one, or a Reply) that is over."""
-        req = reply.request
-        put, get, delete = self.counters.node_inflight()
-        try:
-            line = format_line(self.pid, req.headers.get("host") or "-", reply.peer or "-",
-                               req.method, reply.status, micros, reply.bytes_out, 0,
-                               reply.reqid, req.path,
-                               int((reply.ttfb - reply.started) * 1e6), put, get, delete,
-                               reply.account, reply.bucket)
-            self.buffer.add(line)
-        except Exception:
-            pass  # the reply is out and counted: only its line is lost
-
-
-class _Counters:
-    """This worker's row of the node-wide counters, shared by a core and its replies."""
-
-    def __init__(self, stats, slots):
-        self.stats = None
-        if stats is None:
-            return
-        view = memoryview(stats)
-        if view.readonly:
-            raise TypeError("stats must be writable")
-        if view.nbytes % 8:
-            raise ValueError("stats must be a buffer of int64")
-        view = view.cast("B").cast("q")
-        base = slots["base"]
-        if base < 0 or base + max(slots[n] for n in _STATS) >= len(view):
-            raise ValueError("stats slots out of the buffer")
-        self.stats = view
-        self.slots = {n: base + slots[n] for n in _STATS}
-        # the in-flight figures: every row of the buffer given "row", else this one
-        self.row_len = slots.get("row") or 0
-        self.inflight_of = {n: slots.get(f"inflight.{n}", -1) for n in ("put", "get", "del")}
-        if self.row_len:
-            self.rows = len(view) // self.row_len
-            if max(slots[n] for n in _STATS) >= self.row_len \
-                    or max(self.inflight_of.values()) >= self.row_len:
-                raise ValueError("stats slots out of the row")
-        else:
-            self.rows = 1
-            if base + max(self.inflight_of.values()) >= len(view):
-                raise ValueError("stats slots out of the buffer")
-            self.inflight_of = {n: base + i if i >= 0 else -1
-                                for n, i in self.inflight_of.items()}
-
-    def count(self, head, started, bytes_out):
-        """-> the reply's microseconds."""
-        micros = int((time.monotonic() - started) * 1e6)
-        if self.stats is None:
-            return micros
-        kind = "head" if head else "get"
-        v, s = self.stats, self.slots
-        v[s["req.time"]] += micros
-        v[s["req.hits"]] += 1
-        v[s["rep.hits.2xx"]] += 1
-        v[s["rep.bread"]] += bytes_out
-        v[s["req.time." + kind]] += micros
-        v[s["req.hits." + kind]] += 1
-        return micros
-
-    def inflight(self, delta):
-        if self.stats is not None:
-            self.stats[self.slots["inflight.get"]] += delta
-
-    def node_inflight(self):
-        """(put, get, del) in flight (on the node, given "row")."""
-        if self.stats is None:
-            return 0, 0, 0
-        v, size = self.stats, self.row_len
-        return tuple(sum(v[w * size + i] for w in range(self.rows)) if i >= 0 else 0
-                     for i in self.inflight_of.values())
-
-
 class Reply:
     """The rest of a reply the socket could not take at once (see the compiled
     ``Reply``): ``left`` bytes of head (or head and small body), then ``remaining``
@@ -447,171 +356,3 @@ def _send_on(sockfd, data, flags):
         return sock.send(data, flags | socket.MSG_NOSIGNAL)
     finally:
         sock.close()
-
-
-class _Member:
-    __slots__ = ("fd", "owner", "peer", "reply", "deadline")
-
-    def __init__(self, fd, owner, peer, deadline):
-        self.fd = fd
-        self.owner = owner
-        self.peer = peer
-        self.reply = None
-        self.deadline = deadline
-
-
-class Lane:
-    """Keep-alive connections served by the core alone (see the compiled ``Lane``):
-    an epoll set of members, plus the attached file descriptor of the worker's loop;
-    ``wait()`` serves the ready members until that one is ready or a member needs the
-    Python path."""
-
-    def __init__(self, core, buffer, head_limit, idle_timeout, write_timeout):
-        if not isinstance(core, GetCore):
-            raise TypeError("core must be a GetCore")
-        if len(memoryview(buffer)) < 1:
-            raise ValueError("the receive buffer is empty")
-        self.core = core
-        self.buffer = buffer
-        self._read_size = min(HEAD_READ, len(memoryview(buffer)))
-        self.head_limit = head_limit
-        self.idle_timeout = idle_timeout
-        self.write_timeout = write_timeout
-        self.serving = True
-        self.keep_alive_ok = True
-        self._members = {}
-        self._outer = -1
-        self._epoll = select.epoll()
-
-    def fileno(self):
-        if self._epoll is None:
-            raise ValueError("the lane is closed")
-        return self._epoll.fileno()
-
-    def __len__(self):
-        return len(self._members)
-
-    def __contains__(self, fd):
-        return fd in self._members
-
-    def close(self):
-        self._members.clear()
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
-
-    def adopt(self, fd, owner, peer=None):
-        if self._epoll is None:
-            raise ValueError("the lane is closed")
-        if fd in self._members:
-            raise KeyError(f"file descriptor {fd} is in the lane already")
-        self._epoll.register(fd, select.EPOLLIN)
-        self._members[fd] = _Member(fd, owner, peer, time.monotonic() + self.idle_timeout)
-
-    def release(self, fd):
-        member = self._members.pop(fd, None)
-        if member is None:
-            return None
-        self._unwatch(fd)
-        return member.reply
-
-    def busy(self, fd):
-        member = self._members.get(fd)
-        return member is not None and member.reply is not None
-
-    def expired(self, now):
-        return [m.owner for m in self._members.values() if m.deadline <= now]
-
-    def attach(self, fd):
-        if self._epoll is None:
-            raise ValueError("the lane is closed")
-        if self._outer >= 0:
-            raise ValueError("a file descriptor is attached already")
-        self._epoll.register(fd, select.EPOLLIN)
-        self._outer = fd
-
-    def wait(self, timeout):
-        out = []
-        outer = False
-        if self._epoll is None:
-            return outer, out
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            ms = 0 if left <= 0 else int(left * 1000) + 1
-            try:
-                events = self._epoll.poll(ms / 1000, LANE_BATCH)
-            except InterruptedError:
-                break
-            for fd, _ in events:
-                if fd == self._outer:
-                    outer = True
-                    continue
-                member = self._members.get(fd)
-                if member is None:
-                    continue
-                if member.reply is not None:
-                    self._write(member, out)
-                else:
-                    self._read(member, out)
-            if outer or out or not events or ms == 0:
-                break
-        return outer, out
-
-    def _unwatch(self, fd):
-        try:
-            self._epoll.unregister(fd)
-        except OSError:
-            pass  # closed already: the kernel dropped it
-
-    def _leave(self, member):
-        del self._members[member.fd]
-        self._unwatch(member.fd)
-
-    def _read(self, member, out):
-        fd = member.fd
-        try:
-            data = os.read(fd, self._read_size)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._leave(member)
-            out.append((member.owner, CLOSE, None))
-            return
-        got = len(data)
-        outcome = DECLINED
-        if self.serving and 4 <= got <= self.head_limit and data[0] != 13 \
-                and data.find(b"\r\n\r\n") == got - 4:
-            outcome = self.core.serve(fd, data, got, self.keep_alive_ok, member.peer)
-        if outcome == DECLINED:
-            self._leave(member)
-            out.append((member.owner, HANDBACK, data))
-            return
-        core = self.core
-        if outcome == PENDING:
-            member.reply, core.pending = core.pending, None
-            member.deadline = time.monotonic() + self.write_timeout
-            self._epoll.modify(fd, select.EPOLLOUT)
-            return
-        self._ended(member, core.keep_alive, out)
-
-    def _write(self, member, out):
-        reply = member.reply
-        if reply._push() == PENDING:
-            return
-        member.reply = None
-        if reply.keep_alive:
-            try:
-                self._epoll.modify(member.fd, select.EPOLLIN)
-            except OSError:
-                reply.keep_alive = False
-        self._ended(member, reply.keep_alive, out)
-
-    def _ended(self, member, keep_alive, out):
-        if not keep_alive:
-            self._leave(member)
-            out.append((member.owner, CLOSE, None))
-            return
-        member.deadline = time.monotonic() + self.idle_timeout
