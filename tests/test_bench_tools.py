@@ -212,6 +212,13 @@ def test_judge_ratios_and_rss():
     assert verdict == ("0.40x", ">= 0.35x req/s", "pass")
     verdict = load.judge(rows["get_8m"], {"ours": m(9, 90, 1, 2), "nginx": m(9, 100, 1, 2)})
     assert verdict[0] == "0.90x" and verdict[2] == "FAIL"
+    # with repeats, the paired ratio (median of ours/nginx per repeat) decides
+    verdict = load.judge(rows["get_8m"], {"ours": m(9, 90, 1, 2, paired=0.96),
+                                          "nginx": m(9, 100, 1, 2)})
+    assert verdict == ("0.96x paired", ">= 0.95x MB/s", "pass")
+    verdict = load.judge(rows["get_8m"], {"ours": m(9, 100, 1, 2, paired=0.9),
+                                          "nginx": m(9, 100, 1, 2)})
+    assert verdict[2] == "FAIL"
     errs = {"ours": m(9, 100, 1, 2, errors=1), "nginx": m(9, 100, 1, 2)}
     assert load.judge(rows["get_8m"], errs)[2] == "FAIL"
     rss = {"ours": m(1, 1, 1, 1, peak_mib=120.0), "nginx": m(1, 1, 1, 1, peak_mib=5.0)}
