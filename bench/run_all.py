@@ -134,8 +134,35 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true",
                    help="every benchmark in its smoke mode: does it still run? (seconds)")
     args = p.parse_args(argv)
+    if not args.smoke:
+        settle()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         return run_steps(steps(args, out_dir=tmp))
+
+
+def idle_fraction(seconds=1.0):
+    """The fraction of all CPUs' time spent idle over the next ``seconds``."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def settle(wanted=0.9, limit=60.0):
+    """Before the first step (bench_ec's two-thread scaling needs both cores): write
+    out dirty pages (what ran before, often GBs of PUTs, is still being flushed) and
+    wait, at most ``limit`` seconds, until a second passes with the CPUs idle."""
+    started = time.monotonic()
+    os.sync()
+    idle = idle_fraction()
+    while idle < wanted and time.monotonic() - started < limit:
+        idle = idle_fraction()
+    print("== settle: %.0f s (sync, then CPUs %.0f%% idle over 1 s)"
+          % (time.monotonic() - started, idle * 100), flush=True)
 
 
 def run_steps(todo):
