@@ -36,8 +36,16 @@ def test_regenerate_reproduces_the_committed_bytes():
     assert regenerate.differences(files, EC_VECTORS) == []
 
 
-# what reaching out of the repository looks like in a path expression
-OUTSIDE = re.compile(r"""["']/work/|["']\.\./shared|parents\[[2-9]\]|/ *["']shared["']""")
+# what reaching out of the repository looks like in a path expression: an absolute
+# path into the development machine's work area, the specs folder beside the
+# repository, or a climb above it from a file inside (the folder names are joined in,
+# so this file names no such path itself)
+_WORK_AREA, _SPECS = "work", "shared"
+OUTSIDE = re.compile("|".join([
+    r"""["']/%s/""" % _WORK_AREA,
+    r"""["']\.\./%s""" % _SPECS,
+    r"parents\[[2-9]\]",
+    r"""/ *["']%s["']""" % _SPECS]))
 
 
 def test_nothing_reads_outside_the_repository():
