@@ -172,6 +172,12 @@ def make_client(endpoint="", timeout=30.0, attempts=2, pool=10):
     import boto3
     from botocore.config import Config
     session = boto3.session.Session()
+    # UNSIGNED-PAYLOAD even over http://: botocore would otherwise read every body
+    # twice (a SHA-256 pass to sign it, then the send); the signed Content-MD5
+    # header and the ETag check guard the data instead
+    s3 = {"payload_signing_enabled": False}
+    if endpoint:
+        s3["addressing_style"] = "path"
     config = Config(
         connect_timeout=timeout, read_timeout=timeout,
         retries={"mode": "standard", "max_attempts": attempts},
@@ -179,11 +185,7 @@ def make_client(endpoint="", timeout=30.0, attempts=2, pool=10):
         # our own checks (Content-MD5, the hash on the way) instead of a CRC pass
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        # UNSIGNED-PAYLOAD even over http://: botocore would otherwise read every
-        # body twice (a SHA-256 pass to sign it, then the send); the signed
-        # Content-MD5 header and the ETag check guard the data instead
-        s3=dict({"payload_signing_enabled": False},
-                **({"addressing_style": "path"} if endpoint else {})))
+        s3=s3)
     return session.client("s3", endpoint_url=endpoint or None,
                           region_name=session.region_name or DEFAULT_REGION, config=config)
 
@@ -212,9 +214,9 @@ class CorruptData(Exception):
 class ChunkBody(io.RawIOBase):
     """A local chunk's data, uncompressed, as the file-like boto3 sends: ``read(n)``,
     ``len()``, ``tell()`` and ``seek(0)`` (a rewind, for botocore's retries: the
-    payload is sent unsigned, so it is not read once more to be signed). The data is hashed as it is read;
-    data that ends early, or whose hash differs from the stored one, raises
-    CorruptData before its last bytes are handed out."""
+    payload is sent unsigned, so it is not read once more to be signed). The data
+    is hashed as it is read; data that ends early, or whose hash differs from the
+    stored one, raises CorruptData before its last bytes are handed out."""
 
     def __init__(self, reader, stored):
         super().__init__()

@@ -47,7 +47,7 @@ class GetLane:
         self.app = worker.app
         self.loop = worker.loop
         self.lane = lanes.Lane(core, worker.buffer, config.headers_buffer_size,
-                                 config.timeout_idle, config.timeout_write_reply)
+                               config.timeout_idle, config.timeout_write_reply)
         self.lane.attach(self.loop.fileno())
         self.closed = False
         self.deadline = 0.0  # swept on every tick: the members' deadlines are in the lane
