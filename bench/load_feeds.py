@@ -52,8 +52,8 @@ from beanstalkutil import BEANSTALKD, Beanstalkd, free_port  # noqa: E402
 from feedsutil import parse_stat  # noqa: E402
 from s3util import CREDENTIALS, MotoServer  # noqa: E402
 from load_put import PutPlan, run_put_load  # noqa: E402
-from load_servers import (CHUNK_META, NodeServer, clear, curl_copy, fill,  # noqa: E402
-                          memory_kib, process_tree, request)
+from load_servers import (CHUNK_META, NodeServer, clear, cpu_seconds,  # noqa: E402
+                          curl_copy, fill, memory_kib, process_tree, request)
 
 KIB, MIB = 1 << 10, 1 << 20
 BUCKET = "bench-bucket"
@@ -148,15 +148,6 @@ def put_rate(node, seconds, max_requests, tag):
             stats.ids)
 
 
-def label_of(paused):
-    return "recording" if paused else "delivering"
-
-
-def tree_cpu(pid):
-    """CPU seconds used so far by ``pid`` and its descendants."""
-    return sum(own_cpu(one) for one in process_tree(pid))
-
-
 def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies, others=None):
     """PUT 1 MiB on ``plain`` and on ``fed``, in pairs whose order alternates (this
     machine is shared: a ratio within a pair is steadier than a ratio of medians).
@@ -166,13 +157,13 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies, others=
     ms per MiB by name, and for the runs with feeds: median CPU ms per MiB stored,
     from the PUTs' start to the end of the drain, of the delivery process and of each
     process tree in ``others`` {name: pid})."""
-    others = dict(others or {})
-    spent = {name: [] for name in ["delivery", *others]}
     rates = {"none": [], "feeds": []}
     p99 = {"none": [], "feeds": []}
     cpu = {"none": [], "feeds": []}
     ratios = []
     pid = wait_delivery(fed)
+    pids = {"delivery": pid, **(others or {})}
+    spent = {name: [] for name in pids}
     for i in range(repeat):
         order = (("none", plain), ("feeds", fed))
         pair = {}
@@ -180,8 +171,7 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies, others=
             if name == "feeds" and paused:
                 os.kill(pid, signal.SIGSTOP)
             if name == "feeds":
-                pids = {"delivery": pid, **others}
-                before = {k: tree_cpu(v) for k, v in pids.items()}
+                before = {k: cpu_seconds(v) for k, v in pids.items()}
             try:
                 rate, tail, cost, ids = put_rate(node, seconds, max_requests,
                                                  "%08X" % random.getrandbits(32))
@@ -197,7 +187,7 @@ def put_ratio(plain, fed, repeat, seconds, max_requests, paused, copies, others=
                 for feed in (1, 2, 3):
                     wait_drained(fed, feed, 600)
                 for k, v in pids.items():
-                    spent[k].append((tree_cpu(v) - before[k]) * 1e3 / max(len(ids), 1))
+                    spent[k].append((cpu_seconds(v) - before[k]) * 1e3 / max(len(ids), 1))
                 copies(ids)
             clear(node, ids)
         ratios.append(pair["feeds"] / pair["none"])
@@ -453,8 +443,8 @@ def _put_and_drain(tmp, b, beanstalkd, s3, args, steps):
                     plain, fed, repeat, seconds, max_requests, paused, copies,
                     {"B": b.proc.pid, "beanstalkd": beanstalkd.proc.pid,
                      "moto": s3.proc.pid})
-                costs.append((label_of(paused), spent))
-                label = label_of(paused)
+                label = "recording" if paused else "delivering"
+                costs.append((label, spent))
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 print(f"{label:>11} {rates['none']:>10.0f} {rates['feeds']:>11.0f} "
                       f"{statistics.median(ratios):>5.2f}x {spread:>14} "
